@@ -1,0 +1,112 @@
+# lorad — build, test and run.
+#
+#   make            build/lorad, build/lorad-mkdemo, build/liblorad.a
+#   make run        build, write the demo model and adapters, serve them
+#   make check      every test (unit tests, then integration tests)
+#   make check SAN=1   the same under AddressSanitizer + UBSan (build/san)
+#   make check TSAN=1  the same under ThreadSanitizer (build/tsan)
+#   make deps       install the Debian packages (apt-get)
+#
+# Every dependency is a Debian package found by pkg-config.
+
+PKGS      := libmicrohttpd libcjson openblas libuv liburcu-qsbr nettle
+TEST_PKGS := check libcurl
+DEB_PKGS  := build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev \
+             libuv1-dev liburcu-dev nettle-dev check libcurl4-openssl-dev curl jq wrk \
+             clang systemd
+
+CC      ?= cc
+OPT     ?= -O2 -g
+WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE
+B       := build
+ifeq ($(SAN),1)
+B       := build/san
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+ifeq ($(TSAN),1)
+B       := build/tsan
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+endif
+
+# pkg-config is asked only when the packages are there (else `make deps` first).
+HAVE_PKGS := $(shell pkg-config --exists $(PKGS) $(TEST_PKGS) && echo yes)
+ifeq ($(HAVE_PKGS),yes)
+DEP_CFLAGS  := $(shell pkg-config --cflags $(PKGS))
+DEP_LIBS    := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+TEST_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS))
+TEST_LIBS   := $(shell pkg-config --libs $(TEST_PKGS))
+else
+# Missing packages: make builds this file first (installing them), then
+# restarts and asks pkg-config again.
+ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
+include build/.deps-installed
+endif
+endif
+
+CFLAGS_ALL := $(WARN) $(OPT) $(DEP_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL := $(OPT) $(LDFLAGS)
+
+LIB_SRC    := $(wildcard lib/*.c)
+DAEMON_SRC := $(wildcard daemon/*.c)
+UNIT_SRC   := $(wildcard tests/test_*.c)
+ITEST_SRC  := $(wildcard tests/itest_*.c)
+TESTLIB_SRC := $(filter-out tests/test_% tests/itest_%,$(wildcard tests/*.c))
+
+LIB_OBJ    := $(LIB_SRC:%.c=$(B)/obj/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/obj/%.o)
+TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(B)/obj/%.o)
+UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
+ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
+
+.PHONY: all check run deps clean unit itest format bench
+all: $(B)/lorad $(B)/lorad-mkdemo
+
+deps:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PKGS)
+
+build/.deps-installed:
+	@echo "lorad: installing missing Debian packages (make deps)"
+	@$(MAKE) --no-print-directory deps
+	@mkdir -p build && touch $@
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(if $(filter tests/%,$<),$(TEST_CFLAGS)) -MMD -MP -c $< -o $@
+
+$(B)/liblorad.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/lorad: $(DAEMON_OBJ) $(B)/liblorad.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $(DAEMON_OBJ) $(B)/liblorad.a $(DEP_LIBS)
+
+$(B)/lorad-mkdemo: $(B)/obj/tools/mkdemo.o $(B)/liblorad.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
+
+$(B)/tests/%: $(B)/obj/tests/%.o $(TESTLIB_OBJ) $(B)/liblorad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS) $(TEST_LIBS)
+
+unit: $(UNIT_BIN)
+	@B=$(B) ./tests/run-tests.sh $(UNIT_BIN)
+
+itest: $(B)/lorad $(B)/lorad-mkdemo $(ITEST_BIN)
+	@B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
+	  ./tests/run-tests.sh $(ITEST_BIN)
+
+check: $(B)/lorad $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
+	@B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
+	  ./tests/run-tests.sh $(UNIT_BIN) $(ITEST_BIN)
+
+run: $(B)/lorad $(B)/lorad-mkdemo
+	@./scripts/run-demo.sh $(B)
+
+format:
+	clang-format -i lib/*.[ch] daemon/*.[ch] tests/*.[ch] tools/*.c
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

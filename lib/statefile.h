@@ -1,0 +1,63 @@
+/* lorad — statefile.h: the persistent serving state (SPEC.md 8).
+ *
+ * What lorad served survives restarts in one small JSON file: stable, canary
+ * with its share, history (adapter name, version, sha256 each), generation,
+ * the profile, and a version floor. The file is rewritten after every
+ * commit, atomically: write a temp file in the same directory, fsync it,
+ * rename it over the old one, fsync the directory. A crash at any instant
+ * leaves the old or the new file, never a broken one.
+ *
+ * Version numbers are never issued twice: the file records
+ * `next_version` = the in-memory next version + 1 (one reservation ahead).
+ * The daemon writes the file once at start before serving and lets at most
+ * one version-issuing commit be in flight until its write finished, so any
+ * version a client could have seen is below the recorded floor.
+ *
+ * Rendering (statefile_render) is pure and cheap (writer thread); reading,
+ * writing and restoring do file I/O and run off the loop thread or at
+ * start-up.
+ */
+#ifndef LORAD_STATEFILE_H
+#define LORAD_STATEFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adapter.h"
+#include "errors.h"
+#include "model.h"
+#include "serving.h"
+
+/* The serving state as JSON text, malloc'd (caller frees), or NULL on
+ * out-of-memory. `profile` may be NULL (none yet). Writer thread. */
+char *statefile_render(const struct serving *s, const struct adapter_profile *profile,
+                       const struct model *m);
+
+/* Atomically replaces `path` with `text` (temp + fsync + rename + fsync of
+ * the directory). LORAD_E_INTERNAL with errno text on failure (the old file
+ * is left intact). Any thread. */
+int statefile_write(const char *path, const char *text, size_t len, struct lorad_error *err);
+
+/* Result of a restore attempt. */
+enum statefile_restored {
+    STATEFILE_NONE = -1,    /* no state file: /status "restored": null */
+    STATEFILE_FAILED = 0,   /* unreadable, or an adapter changed/missing */
+    STATEFILE_RESTORED = 1, /* everything re-staged and verified */
+};
+
+/* Start-up: reads `path`; if present, re-stages every recorded snapshot
+ * from adapter_dirfd with its recorded sha256 as expected checksum and
+ * installs stable, canary, history, generation and next version into `s`
+ * (serving_restore). *profile is replaced by the recorded profile when the
+ * file has one. On any failure nothing is installed, the reason goes into
+ * err, and STATEFILE_FAILED is returned; the caller then starts from
+ * initial_adapter. Even on failure the recorded version floor is applied
+ * (serving_restore with empty state) when the file was readable, so
+ * versions are never reissued. */
+enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
+                                          const struct model *m, struct serving *s,
+                                          struct adapter_profile **profile,
+                                          struct lorad_error *err);
+
+#endif
