@@ -100,6 +100,13 @@ check: $(B)/lorad $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
 	@B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
 	  ./tests/run-tests.sh $(UNIT_BIN) $(ITEST_BIN)
 
+$(B)/bench/roof: $(B)/obj/bench/roof.o $(B)/liblorad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
+
+bench: $(B)/lorad $(B)/lorad-mkdemo $(B)/bench/roof
+	@./bench/run.sh $(B)
+
 run: $(B)/lorad $(B)/lorad-mkdemo
 	@./scripts/run-demo.sh $(B)
 
@@ -109,4 +116,5 @@ format:
 clean:
 	rm -rf build
 
+-include mk/install.mk
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -126,7 +126,8 @@ int http_status_of(int code);
 /* Starts the listeners (config listen / control_listen, or the systemd
  * LISTEN_FDS sockets) on srv->loop. */
 int http_start(struct lorad_server *srv, struct lorad_error *err);
-/* Stops accepting new connections; requests already received go on. */
+/* Stops accepting new connections; requests already received are answered,
+ * new requests on open connections get 503 draining. */
 void http_stop_accepting(struct lorad_server *srv);
 /* Number of requests received and not yet answered. */
 size_t http_inflight(const struct lorad_server *srv);
@@ -166,11 +167,21 @@ void control_metrics(struct http_request *r);
 
 /* ---- metrics.c ---- */
 
+/* Allocates srv->metrics (start-up, before workers_start; http_start and
+ * workers_start also create it when still NULL). 0 or LORAD_E_INTERNAL.
+ * metrics_free() frees it and sets it to NULL (after workers_stop). */
+int metrics_init(struct lorad_server *srv);
+void metrics_free(struct lorad_server *srv);
+
 /* Per-variant evidence (SPEC 6 /status "requests") and /metrics counters;
  * updated on the loop thread when an answer is sent. */
 void metrics_record_infer(struct lorad_server *srv, enum serving_variant v, int status,
                           uint64_t latency_ns, int rows, int nonfinite_rows);
 void metrics_record_batch(struct lorad_server *srv, int rows); /* any thread */
+/* Control-plane events (loop thread): a /swap that committed (ok) or not,
+ * a rollback, any commit's generation change. */
+void metrics_record_swap(struct lorad_server *srv, bool ok, double stage_ms, double commit_us);
+void metrics_record_rollback(struct lorad_server *srv, double commit_us);
 /* Resets the per-variant evidence windows (a canary begins). */
 void metrics_reset_evidence(struct lorad_server *srv);
 /* {"stable": {...}, "canary": {...}} of /status. */

@@ -39,11 +39,16 @@ struct adapter_pattern {
 };
 
 struct adapter_profile {
-    bool has_limits;     /* max_rank and targets known */
+    bool has_limits;     /* max_rank and targets both known */
     int max_rank;
     size_t nlayers;      /* == model->nlayers */
-    bool *targets;       /* [nlayers]: layer may carry LoRA */
+    bool *targets;       /* [nlayers]: layer may carry LoRA (always allocated) */
     bool max_rank_from_config; /* for messages */
+    /* Each limit may be known alone (config sets only one of them): max_rank
+     * is known when has_limits || has_max_rank, the target set when
+     * has_limits || has_targets. */
+    bool has_max_rank;
+    bool has_targets;
 
     bool has_fields;     /* the compared PEFT fields known */
     bool use_rslora;

@@ -50,9 +50,10 @@ struct model {
 
 /* Loads `dir`/config.json and `dir`/model.safetensors. Extra tensors are
  * ignored with one warning written through `warn` (may be NULL) as one
- * line "model: ignoring N extra tensors: a, b, ...". Errors
- * (LORAD_E_INVALID_MODEL, or the safetensors error) name the key or tensor
- * at fault. */
+ * line "model: ignoring N extra tensors: a, b, ...". Errors are
+ * LORAD_E_INVALID_MODEL (a broken model.safetensors or an unsupported dtype
+ * included; the message names the file, key or tensor at fault), or
+ * LORAD_E_INTERNAL (out of memory, I/O error). */
 int model_load(const char *dir, struct model **out, void (*warn)(const char *line),
                struct lorad_error *err);
 

@@ -9,6 +9,19 @@
  * products and offsets are all overflow-checked. Errors are
  * LORAD_E_INVALID_ADAPTER with a message naming the file and the rule.
  *
+ * Where the reference is looser or silent, lorad is stricter (no file that
+ * PyTorch/safetensors writes is refused): duplicate tensor names and
+ * duplicate keys anywhere in the header are refused, as is an unknown key
+ * inside a tensor entry; numbers must be spelled as plain non-negative
+ * integers no larger than 2^53 - 1; names and metadata may not contain NUL
+ * (\u0000); a tensor has at most ST_MAX_DIMS dimensions. Like the
+ * reference, `"__metadata__": null` is accepted (no metadata) and the
+ * header may be padded with JSON whitespace after the object.
+ *
+ * Tensor bytes are not touched until st_to_f32(). A file shortened by
+ * someone else while it is mapped raises SIGBUS on access: replace adapter
+ * files by rename, never rewrite them in place.
+ *
  * Ownership: st_open*() return a struct st_file that owns its mapping and
  * its tensor table; st_tensor pointers (and their name/data pointers) stay
  * valid until st_close(). st_parse() borrows the caller's buffer, which must
@@ -51,12 +64,12 @@ enum st_dtype {
 };
 
 struct st_tensor {
-    const char *name;      /* NUL-terminated, owned by the st_file */
+    const char *name; /* NUL-terminated, owned by the st_file */
     enum st_dtype dtype;
-    int ndim;              /* 0 (scalar) .. ST_MAX_DIMS */
+    int ndim; /* 0 (scalar) .. ST_MAX_DIMS */
     uint64_t shape[ST_MAX_DIMS];
-    uint64_t nelems;       /* product of shape (1 for a scalar) */
-    const uint8_t *data;   /* inside the mapping; nbytes long; unaligned */
+    uint64_t nelems;     /* product of shape (1 for a scalar) */
+    const uint8_t *data; /* inside the mapping; nbytes long; unaligned */
     size_t nbytes;
 };
 
@@ -85,7 +98,7 @@ void st_close(struct st_file **f);
 size_t st_count(const struct st_file *f);
 /* Tensors in file order of their data offsets; i < st_count(). */
 const struct st_tensor *st_get(const struct st_file *f, size_t i);
-/* NULL when absent. */
+/* NULL when absent. Binary search over the names (O(log n)). */
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
 /* The whole file image (for sha256 of the file). */
 const uint8_t *st_image(const struct st_file *f, size_t *len);
@@ -122,7 +135,6 @@ struct st_write_tensor {
 /* Writes a valid safetensors file (tensors in the given order, header padded
  * to a multiple of 8, metadata {"format":"pt"}) to `path` atomically (temp
  * file + rename). Returns 0 or LORAD_E_INTERNAL. */
-int st_write(const char *path, const struct st_write_tensor *t, size_t n,
-             struct lorad_error *err);
+int st_write(const char *path, const struct st_write_tensor *t, size_t n, struct lorad_error *err);
 
 #endif

@@ -74,11 +74,16 @@ const struct serving_view *serving_current(const struct serving *s);
 size_t serving_history_len(const struct serving *s);
 const struct snapshot *serving_history_at(const struct serving *s, size_t i);
 uint64_t serving_next_version(const struct serving *s);
+/* The history bound given to serving_new(). */
+size_t serving_history_max(const struct serving *s);
 
 /* Assigns snap->version = next version, then publishes it as the new stable
  * (canary_bp < 0; old stable to history, oldest history entry dropped when
  * full) or as the canary at canary_bp (0..10000). LORAD_E_CANARY_ACTIVE if a
- * canary is live. */
+ * canary is live, LORAD_E_INVALID_REQUEST for canary_bp > 10000.
+ * out->previous names the stable serving before (also for a canary swap:
+ * the snapshot the canary takes its share from). On error nothing changed
+ * (and snap is freed). */
 int serving_swap(struct serving *s, struct snapshot *snap, int canary_bp,
                  struct serving_commit *out, struct lorad_error *err);
 
@@ -86,12 +91,15 @@ int serving_swap(struct serving *s, struct snapshot *snap, int canary_bp,
  * out->has_previous names the aborted canary). Else with version == NULL
  * the newest history entry becomes stable and the current stable is
  * dropped; with *version == N that retained entry becomes stable and the
- * current stable and every newer history entry are dropped.
- * LORAD_E_NO_HISTORY, LORAD_E_VERSION_NOT_FOUND. */
+ * current stable and every newer history entry are dropped (a live canary
+ * is dropped too: N then serves all traffic). out->previous names the
+ * stable that was replaced. LORAD_E_NO_HISTORY, LORAD_E_VERSION_NOT_FOUND
+ * (also for the current stable's version). */
 int serving_rollback(struct serving *s, const uint64_t *version, struct serving_commit *out,
                      struct lorad_error *err);
 
-/* Changes the live canary's share. LORAD_E_NO_CANARY. */
+/* Changes the live canary's share (out->now = the canary, "previous":
+ * null). LORAD_E_NO_CANARY, LORAD_E_INVALID_REQUEST outside 0..10000. */
 int serving_set_canary(struct serving *s, int canary_bp, struct serving_commit *out,
                        struct lorad_error *err);
 
@@ -100,7 +108,10 @@ int serving_set_canary(struct serving *s, int canary_bp, struct serving_commit *
 int serving_promote(struct serving *s, struct serving_commit *out, struct lorad_error *err);
 
 /* Start-up only, before any reader runs: installs restored snapshots
- * (ownership taken), generation and next version. history[] newest first. */
+ * (ownership taken; snap->version must already be set), generation and
+ * next version (the next version never decreases). history[] newest first;
+ * entries beyond history_max are freed. Replaces (and retires) whatever
+ * the state held. */
 void serving_restore(struct serving *s, struct snapshot *stable, struct snapshot *canary,
                      int canary_bp, struct snapshot **history, size_t nhistory,
                      uint64_t generation, uint64_t next_version);

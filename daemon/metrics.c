@@ -1,0 +1,443 @@
+/* lorad — daemon/metrics.c: request evidence per variant (SPEC 6 /status
+ * "requests") and the Prometheus counters and histograms of /metrics.
+ *
+ * Design: everything is updated on the loop thread (answers and control
+ * events are recorded there), except the batch-size histogram, which
+ * workers update with relaxed atomics. The per-variant evidence keeps a
+ * fixed log-spaced latency histogram (20 buckets per decade from 1 us), so
+ * p50/p99 cost no allocation and no sorting; a quantile is interpolated
+ * linearly inside its bucket. The Prometheus side is cumulative for the
+ * life of the process; the evidence is reset when a canary begins.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataplane.h"
+#include "lorad.h"
+
+#define EV_PER_DECADE 20
+#define EV_BUCKETS 200 /* 1 us .. 1e4 s */
+#define EV_MIN_NS 1000.0
+#define REQ_CODES_MAX 64
+
+struct evidence {
+    uint64_t requests;
+    uint64_t errors;         /* status >= 500 */
+    uint64_t nonfinite_rows;
+    uint64_t hist[EV_BUCKETS + 1]; /* last: overflow */
+};
+
+/* A Prometheus histogram (loop thread). */
+struct phist {
+    const double *bounds;
+    size_t n;
+    uint64_t counts[24]; /* n + 1 <= 24 */
+    double sum;
+    uint64_t count;
+};
+
+struct req_count {
+    int variant; /* 0 stable, 1 canary, 2 none */
+    int code;
+    uint64_t n;
+};
+
+static const double dur_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                    0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                    5,      10};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+static const double stage_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                      0.25,  0.5,    1,     2.5,  5,     10};
+static const double commit_bounds[] = {1e-6,   2.5e-6, 5e-6, 1e-5,   2.5e-5, 5e-5,
+                                       1e-4,   2.5e-4, 5e-4, 1e-3,   1e-2};
+#define NBATCH (sizeof(batch_bounds) / sizeof(batch_bounds[0]))
+
+struct metrics {
+    struct evidence ev[2];
+    struct req_count req[REQ_CODES_MAX];
+    size_t nreq;
+    struct phist dur;
+    _Atomic uint64_t batch_counts[NBATCH + 1];
+    _Atomic uint64_t batch_sum;
+    _Atomic uint64_t batch_count;
+    uint64_t swaps_ok, swaps_failed, rollbacks;
+    struct phist stage, commit;
+};
+
+static void phist_init(struct phist *h, const double *b, size_t n)
+{
+    memset(h, 0, sizeof(*h));
+    h->bounds = b;
+    h->n = n;
+}
+
+static void phist_observe(struct phist *h, double v)
+{
+    size_t i = 0;
+    while (i < h->n && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+int metrics_ensure(struct lorad_server *srv)
+{
+    struct metrics *m;
+    if (srv->metrics)
+        return 0;
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return LORAD_E_INTERNAL;
+    phist_init(&m->dur, dur_bounds, sizeof(dur_bounds) / sizeof(dur_bounds[0]));
+    phist_init(&m->stage, stage_bounds, sizeof(stage_bounds) / sizeof(stage_bounds[0]));
+    phist_init(&m->commit, commit_bounds, sizeof(commit_bounds) / sizeof(commit_bounds[0]));
+    srv->metrics = m;
+    return 0;
+}
+
+int metrics_init(struct lorad_server *srv)
+{
+    return metrics_ensure(srv);
+}
+
+void metrics_free(struct lorad_server *srv)
+{
+    free(srv->metrics);
+    srv->metrics = NULL;
+}
+
+/* ---- recording ---- */
+
+static size_t ev_bucket(uint64_t ns)
+{
+    double d;
+    if ((double)ns <= EV_MIN_NS)
+        return 0;
+    d = ceil(log10((double)ns / EV_MIN_NS) * EV_PER_DECADE);
+    if (d < 0)
+        return 0;
+    if (d >= EV_BUCKETS)
+        return EV_BUCKETS;
+    return (size_t)d;
+}
+
+/* Upper bound (ns) of evidence bucket i. */
+static double ev_upper(size_t i)
+{
+    return EV_MIN_NS * pow(10.0, (double)i / EV_PER_DECADE);
+}
+
+static void count_code(struct metrics *m, int variant, int code)
+{
+    size_t i;
+    for (i = 0; i < m->nreq; i++) {
+        if (m->req[i].variant == variant && m->req[i].code == code) {
+            m->req[i].n++;
+            return;
+        }
+    }
+    if (m->nreq < REQ_CODES_MAX) {
+        m->req[m->nreq].variant = variant;
+        m->req[m->nreq].code = code;
+        m->req[m->nreq].n = 1;
+        m->nreq++;
+    }
+}
+
+void metrics_record_infer(struct lorad_server *srv, enum serving_variant v, int status,
+                          uint64_t latency_ns, int rows, int nonfinite_rows)
+{
+    struct metrics *m = srv->metrics;
+    int vi = (v == SERVING_STABLE) ? 0 : (v == SERVING_CANARY) ? 1 : 2;
+    (void)rows;
+    if (!m)
+        return;
+    count_code(m, vi, status);
+    phist_observe(&m->dur, (double)latency_ns / 1e9);
+    if (vi < 2) {
+        struct evidence *e = &m->ev[vi];
+        e->requests++;
+        if (status >= 500)
+            e->errors++;
+        if (nonfinite_rows > 0)
+            e->nonfinite_rows += (uint64_t)nonfinite_rows;
+        e->hist[ev_bucket(latency_ns)]++;
+    }
+}
+
+void metrics_record_batch(struct lorad_server *srv, int rows)
+{
+    struct metrics *m = srv->metrics;
+    size_t i = 0;
+    if (!m || rows <= 0)
+        return;
+    while (i < NBATCH && (double)rows > batch_bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&m->batch_counts[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->batch_sum, (uint64_t)rows, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->batch_count, 1, memory_order_relaxed);
+}
+
+void metrics_record_swap(struct lorad_server *srv, bool ok, double stage_ms, double commit_us)
+{
+    struct metrics *m = srv->metrics;
+    if (!m)
+        return;
+    if (!ok) {
+        m->swaps_failed++;
+        return;
+    }
+    m->swaps_ok++;
+    if (stage_ms >= 0)
+        phist_observe(&m->stage, stage_ms / 1e3);
+    if (commit_us >= 0)
+        phist_observe(&m->commit, commit_us / 1e6);
+}
+
+void metrics_record_rollback(struct lorad_server *srv, double commit_us)
+{
+    struct metrics *m = srv->metrics;
+    if (!m)
+        return;
+    m->rollbacks++;
+    if (commit_us >= 0)
+        phist_observe(&m->commit, commit_us / 1e6);
+}
+
+void metrics_reset_evidence(struct lorad_server *srv)
+{
+    if (srv->metrics)
+        memset(srv->metrics->ev, 0, sizeof(srv->metrics->ev));
+}
+
+/* ---- evidence ---- */
+
+/* Quantile q of the evidence histogram in milliseconds; NAN when empty. */
+static double ev_quantile_ms(const struct evidence *e, double q)
+{
+    uint64_t total = 0, cum = 0;
+    double rank;
+    size_t i;
+    for (i = 0; i <= EV_BUCKETS; i++)
+        total += e->hist[i];
+    if (total == 0)
+        return NAN;
+    rank = q * (double)total;
+    for (i = 0; i <= EV_BUCKETS; i++) {
+        if (e->hist[i] == 0)
+            continue;
+        if ((double)(cum + e->hist[i]) >= rank) {
+            double lo = i == 0 ? 0.0 : ev_upper(i - 1);
+            double hi = i == EV_BUCKETS ? ev_upper(EV_BUCKETS - 1) : ev_upper(i);
+            double frac = (rank - (double)cum) / (double)e->hist[i];
+            if (frac < 0)
+                frac = 0;
+            if (frac > 1)
+                frac = 1;
+            return (lo + (hi - lo) * frac) / 1e6;
+        }
+        cum += e->hist[i];
+    }
+    return ev_upper(EV_BUCKETS - 1) / 1e6;
+}
+
+static cJSON *evidence_json(const struct evidence *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    double p50 = ev_quantile_ms(e, 0.50), p99 = ev_quantile_ms(e, 0.99);
+    if (!o)
+        return NULL;
+    cJSON_AddNumberToObject(o, "requests", (double)e->requests);
+    cJSON_AddNumberToObject(o, "errors", (double)e->errors);
+    cJSON_AddNumberToObject(o, "nonfinite_rows", (double)e->nonfinite_rows);
+    if (isnan(p50))
+        cJSON_AddNullToObject(o, "p50_ms");
+    else
+        cJSON_AddNumberToObject(o, "p50_ms", round(p50 * 1000.0) / 1000.0);
+    if (isnan(p99))
+        cJSON_AddNullToObject(o, "p99_ms");
+    else
+        cJSON_AddNumberToObject(o, "p99_ms", round(p99 * 1000.0) / 1000.0);
+    return o;
+}
+
+cJSON *metrics_evidence_json(const struct lorad_server *srv)
+{
+    static const struct evidence empty;
+    const struct metrics *m = srv->metrics;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddItemToObject(o, "stable", evidence_json(m ? &m->ev[0] : &empty));
+    cJSON_AddItemToObject(o, "canary", evidence_json(m ? &m->ev[1] : &empty));
+    return o;
+}
+
+/* ---- Prometheus text format 0.0.4 ---- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (b->oom)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (b->cap + (size_t)n + 1) * 2;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+/* Label value escaping: backslash, double quote, newline. */
+static void escape_label(char *out, size_t n, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < n; s++) {
+        if (*s == '\\' || *s == '"') {
+            out[o++] = '\\';
+            out[o++] = *s;
+        } else if (*s == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = '\0';
+}
+
+static void head(struct buf *b, const char *name, const char *type, const char *help)
+{
+    bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_phist(struct buf *b, const char *name, const char *help,
+                         const struct phist *h)
+{
+    uint64_t cum = 0;
+    size_t i;
+    head(b, name, "histogram", help);
+    for (i = 0; i < h->n; i++) {
+        cum += h->counts[i];
+        bprintf(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[h->n];
+    bprintf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    bprintf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name,
+            (unsigned long long)h->count);
+}
+
+static void render_batch(struct buf *b, const struct metrics *m)
+{
+    uint64_t cum = 0;
+    size_t i;
+    head(b, "lorad_batch_rows", "histogram", "Rows per forward batch formed by the workers.");
+    for (i = 0; i < NBATCH; i++) {
+        cum += atomic_load_explicit(&m->batch_counts[i], memory_order_relaxed);
+        bprintf(b, "lorad_batch_rows_bucket{le=\"%g\"} %llu\n", batch_bounds[i],
+                (unsigned long long)cum);
+    }
+    cum += atomic_load_explicit(&m->batch_counts[NBATCH], memory_order_relaxed);
+    bprintf(b, "lorad_batch_rows_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    bprintf(b, "lorad_batch_rows_sum %llu\nlorad_batch_rows_count %llu\n",
+            (unsigned long long)atomic_load_explicit(&m->batch_sum, memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&m->batch_count, memory_order_relaxed));
+}
+
+static void render_requests(struct buf *b, const struct metrics *m)
+{
+    static const char *const vnames[] = {"stable", "canary", "none"};
+    size_t i;
+    head(b, "lorad_requests_total", "counter",
+         "Answered /infer requests by variant and HTTP status.");
+    for (i = 0; i < m->nreq; i++)
+        bprintf(b, "lorad_requests_total{variant=\"%s\",code=\"%d\"} %llu\n",
+                vnames[m->req[i].variant], m->req[i].code, (unsigned long long)m->req[i].n);
+}
+
+static void render_adapter(struct buf *b, const char *variant, const struct snapshot *s)
+{
+    char name[2 * SNAPSHOT_NAME_MAX + 8];
+    escape_label(name, sizeof(name), s ? s->name : "");
+    bprintf(b, "lorad_adapter_info{variant=\"%s\",adapter=\"%s\",version=\"%llu\"} 1\n",
+            variant, name, (unsigned long long)(s ? s->version : 0));
+}
+
+static void render_state(struct buf *b, const struct lorad_server *srv)
+{
+    const struct serving_view *v = srv->serving ? serving_current(srv->serving) : NULL;
+    head(b, "lorad_generation", "gauge", "Serving state generation (every commit adds one).");
+    bprintf(b, "lorad_generation %llu\n", (unsigned long long)(v ? v->generation : 0));
+    head(b, "lorad_adapter_info", "gauge",
+         "Adapter serving each variant (adapter=\"\" and version 0: base model only).");
+    if (v) {
+        render_adapter(b, "stable", v->stable);
+        if (v->canary)
+            render_adapter(b, "canary", v->canary);
+    }
+    head(b, "lorad_canary_percent", "gauge", "Share of traffic on the canary (0 without one).");
+    bprintf(b, "lorad_canary_percent %.2f\n",
+            (v && v->canary) ? (double)v->canary_bp / 100.0 : 0.0);
+    head(b, "lorad_queue_depth", "gauge", "/infer requests waiting for a worker.");
+    bprintf(b, "lorad_queue_depth %zu\n", workers_queue_depth(srv));
+    head(b, "lorad_inflight_requests", "gauge", "HTTP requests received and not yet answered.");
+    bprintf(b, "lorad_inflight_requests %zu\n", http_inflight(srv));
+    head(b, "lorad_up", "gauge", "1 while the daemon runs.");
+    bprintf(b, "lorad_up 1\n");
+}
+
+char *metrics_render(const struct lorad_server *srv, size_t *len)
+{
+    static const struct metrics zero;
+    const struct metrics *m = srv->metrics ? srv->metrics : &zero;
+    struct buf b = {0};
+    render_requests(&b, m);
+    render_phist(&b, "lorad_request_duration_seconds",
+                 "Latency of /infer answers, first header to answer.", &m->dur);
+    render_batch(&b, m);
+    head(&b, "lorad_swaps_total", "counter", "/swap requests by result (ok: committed).");
+    bprintf(&b, "lorad_swaps_total{result=\"ok\"} %llu\nlorad_swaps_total{result=\"failed\"} %llu\n",
+            (unsigned long long)m->swaps_ok, (unsigned long long)m->swaps_failed);
+    render_phist(&b, "lorad_swap_stage_seconds", "Staging time of committed swaps.", &m->stage);
+    render_phist(&b, "lorad_swap_commit_seconds",
+                 "Commit time (pointer exchange and bookkeeping) of swaps and rollbacks.",
+                 &m->commit);
+    head(&b, "lorad_rollbacks_total", "counter", "Committed rollbacks.");
+    bprintf(&b, "lorad_rollbacks_total %llu\n", (unsigned long long)m->rollbacks);
+    render_state(&b, srv);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}

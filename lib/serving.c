@@ -1,0 +1,587 @@
+/* lorad — serving.c: the serving state (stable, canary, history) and its
+ * RCU publication (see serving.h).
+ *
+ * Design: the writer (one thread) owns `struct serving`: the mutable
+ * bookkeeping (stable, canary, history ring, counters) lives there and is
+ * touched by the writer only. Readers see nothing of it but `s->view`, a
+ * pointer to an immutable `struct serving_view` that every change replaces
+ * by a freshly built one in serving_publish(), the one function that
+ * stores to `s->view` (rcu_xchg_pointer). Each change is done in three
+ * steps: (1) allocate everything that can fail (the new view and a
+ * `struct retired` record big enough for whatever the change drops), so a
+ * failure leaves serving untouched; (2) update the bookkeeping and publish;
+ * (3) hand the old view and every snapshot that left the state to
+ * call_rcu(), whose helper thread frees them after a grace period. The
+ * writer never waits for readers.
+ *
+ * liburcu's QSBR call_rcu() must be called from a registered, online
+ * thread. The writer thread is registered lazily on its first retire and
+ * is online only for the duration of each call_rcu() (it never reads the
+ * view through RCU, so being offline the rest of the time never delays a
+ * grace period). A thread that already is a registered reader keeps its
+ * state. serving_free() unregisters a lazily registered writer.
+ */
+#include "serving.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <urcu-qsbr.h>
+
+/* What one commit retires: freed together after a grace period. */
+struct retired {
+    struct rcu_head head;
+    struct serving_view *view; /* the view that was replaced (may be NULL) */
+    size_t n;
+    struct snapshot *snaps[]; /* snapshots that left the state */
+};
+
+struct serving {
+    struct serving_view *view; /* RCU-published; readers use serving_read() */
+    /* Writer-only bookkeeping, mirrors the view with owning pointers. */
+    struct snapshot *stable;   /* NULL = base model */
+    struct snapshot *canary;   /* NULL = none */
+    int canary_bp;
+    struct snapshot **history; /* [history_max], newest first */
+    size_t nhistory;
+    size_t history_max;
+    uint64_t generation;
+    uint64_t next_version;
+    _Atomic uint64_t route_ctr; /* unkeyed routing counter (readers) */
+};
+
+/* How this thread stands with liburcu. */
+enum rcu_reg { REG_NONE = 0, REG_READER, REG_WRITER };
+static _Thread_local enum rcu_reg tls_reg;
+
+/* ---- retire and publish ---- */
+
+static void retired_free_cb(struct rcu_head *head)
+{
+    struct retired *r = caa_container_of(head, struct retired, head);
+    for (size_t i = 0; i < r->n; i++)
+        snapshot_free(&r->snaps[i]);
+    free(r->view);
+    free(r);
+}
+
+static struct retired *retired_new(size_t cap)
+{
+    struct retired *r = calloc(1, sizeof(*r) + cap * sizeof(r->snaps[0]));
+    return r;
+}
+
+/* Adds a snapshot that leaves the state (NULL, the base model, is not
+ * freed). The record was sized by the caller for the worst case. */
+static void retired_add(struct retired *r, struct snapshot *snap)
+{
+    if (snap)
+        r->snaps[r->n++] = snap;
+}
+
+/* Queues `r` for freeing after a grace period, without blocking. */
+static void retire(struct retired *r)
+{
+    bool was_online;
+    if (tls_reg == REG_NONE) {
+        rcu_register_thread(); /* QSBR: registers online */
+        tls_reg = REG_WRITER;
+        was_online = false;
+    } else {
+        was_online = rcu_read_ongoing();
+        if (!was_online)
+            rcu_thread_online();
+    }
+    call_rcu(&r->head, retired_free_cb);
+    if (!was_online)
+        rcu_thread_offline();
+}
+
+static struct serving_view *view_build(const struct serving *s)
+{
+    struct serving_view *v = malloc(sizeof(*v));
+    if (!v)
+        return NULL;
+    v->stable = s->stable;
+    v->canary = s->canary;
+    v->canary_bp = s->canary ? s->canary_bp : 0;
+    v->generation = s->generation;
+    return v;
+}
+
+/* The one publication point: makes `v` the view readers see and returns
+ * the one it replaces (to be retired, never freed here). */
+static struct serving_view *serving_publish(struct serving *s, struct serving_view *v)
+{
+    return rcu_xchg_pointer(&s->view, v);
+}
+
+/* Builds the view from the (already updated) bookkeeping, publishes it and
+ * retires the old view together with what `r` holds. Cannot fail: the
+ * caller allocated `v` and `r` before changing anything. */
+static void commit_finish(struct serving *s, struct serving_view *v, struct retired *r)
+{
+    v->stable = s->stable;
+    v->canary = s->canary;
+    v->canary_bp = s->canary ? s->canary_bp : 0;
+    v->generation = s->generation;
+    r->view = serving_publish(s, v);
+    retire(r);
+}
+
+static double elapsed_us(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e6 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e3;
+}
+
+static void set_previous(struct serving_commit *out, const struct snapshot *prev)
+{
+    out->has_previous = true;
+    if (prev) {
+        snprintf(out->previous_adapter, sizeof(out->previous_adapter), "%s", prev->name);
+        out->previous_version = prev->version;
+    } else {
+        out->previous_adapter[0] = '\0';
+        out->previous_version = 0;
+    }
+}
+
+static void fill_commit(const struct serving *s, struct serving_commit *out,
+                        const struct snapshot *now, enum serving_variant variant,
+                        const struct timespec *t0)
+{
+    out->now = now;
+    out->variant = variant;
+    out->generation = s->generation;
+    out->commit_us = elapsed_us(t0);
+}
+
+/* Pushes the current stable to the front of history; the oldest entry is
+ * moved to `r` when history is full. */
+static void history_push(struct serving *s, struct snapshot *old_stable, struct retired *r)
+{
+    if (s->history_max == 0) {
+        retired_add(r, old_stable);
+        return;
+    }
+    if (s->nhistory == s->history_max)
+        retired_add(r, s->history[--s->nhistory]);
+    memmove(&s->history[1], &s->history[0], s->nhistory * sizeof(s->history[0]));
+    s->history[0] = old_stable;
+    s->nhistory++;
+}
+
+static bool bp_valid(int bp)
+{
+    return bp >= 0 && bp <= SERVING_BP_MAX;
+}
+
+/* ---- life cycle ---- */
+
+struct serving *serving_new(int history_max)
+{
+    struct serving *s;
+    if (history_max < 0)
+        return NULL;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->history_max = (size_t)history_max;
+    s->history = calloc(s->history_max ? s->history_max : 1, sizeof(s->history[0]));
+    s->view = calloc(1, sizeof(*s->view));
+    if (!s->history || !s->view)
+        goto fail;
+    s->next_version = 1;
+    atomic_init(&s->route_ctr, 0);
+    return s;
+fail:
+    free(s->history);
+    free(s->view);
+    free(s);
+    return NULL;
+}
+
+void serving_free(struct serving **sp)
+{
+    struct serving *s;
+    if (!sp || !*sp)
+        return;
+    s = *sp;
+    *sp = NULL;
+    /* Readers have unregistered (contract); the grace period and the
+     * barrier make sure nothing retired or published is still in use. */
+    synchronize_rcu();
+    rcu_barrier();
+    snapshot_free(&s->stable);
+    snapshot_free(&s->canary);
+    for (size_t i = 0; i < s->nhistory; i++)
+        snapshot_free(&s->history[i]);
+    free(s->history);
+    free(s->view);
+    free(s);
+    if (tls_reg == REG_WRITER) {
+        rcu_unregister_thread();
+        tls_reg = REG_NONE;
+    }
+}
+
+void serving_barrier(struct serving *s)
+{
+    (void)s;
+    rcu_barrier();
+}
+
+/* ---- writer-side accessors ---- */
+
+const struct serving_view *serving_current(const struct serving *s)
+{
+    return s->view;
+}
+
+size_t serving_history_len(const struct serving *s)
+{
+    return s->nhistory;
+}
+
+const struct snapshot *serving_history_at(const struct serving *s, size_t i)
+{
+    return i < s->nhistory ? s->history[i] : NULL;
+}
+
+uint64_t serving_next_version(const struct serving *s)
+{
+    return s->next_version;
+}
+
+size_t serving_history_max(const struct serving *s)
+{
+    return s->history_max;
+}
+
+/* ---- changes ---- */
+
+int serving_swap(struct serving *s, struct snapshot *snap, int canary_bp,
+                 struct serving_commit *out, struct lorad_error *err)
+{
+    struct serving_view *v = NULL;
+    struct retired *r = NULL;
+    struct timespec t0;
+    int rc;
+
+    if (!snap) {
+        rc = lorad_error_set(err, LORAD_E_INTERNAL, "swap: no snapshot given");
+        goto fail;
+    }
+    if (canary_bp >= 0 && !bp_valid(canary_bp)) {
+        rc = lorad_error_set(err, LORAD_E_INVALID_REQUEST,
+                             "canary share %d.%02d%% is outside [0, 100]", canary_bp / 100,
+                             canary_bp % 100);
+        goto fail;
+    }
+    if (s->canary) {
+        rc = lorad_error_set(err, LORAD_E_CANARY_ACTIVE,
+                             "canary %s (version %" PRIu64
+                             ") is live: promote it or roll it back first",
+                             s->canary->name, s->canary->version);
+        goto fail;
+    }
+    v = malloc(sizeof(*v));
+    r = retired_new(1);
+    if (!v || !r) {
+        rc = lorad_error_set(err, LORAD_E_INTERNAL, "swap: out of memory");
+        goto fail;
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    snap->version = s->next_version++;
+    s->generation++;
+    set_previous(out, s->stable);
+    if (canary_bp >= 0) {
+        s->canary = snap;
+        s->canary_bp = canary_bp;
+    } else {
+        history_push(s, s->stable, r);
+        s->stable = snap;
+    }
+    commit_finish(s, v, r);
+    fill_commit(s, out, snap, canary_bp >= 0 ? SERVING_CANARY : SERVING_STABLE, &t0);
+    return 0;
+fail:
+    free(v);
+    free(r);
+    snapshot_free(&snap);
+    return rc;
+}
+
+/* Index in history of version `ver`, or -1. */
+static ssize_t history_find(const struct serving *s, uint64_t ver)
+{
+    for (size_t i = 0; i < s->nhistory; i++) {
+        uint64_t hv = s->history[i] ? s->history[i]->version : 0;
+        if (hv == ver)
+            return (ssize_t)i;
+    }
+    return -1;
+}
+
+/* Aborts the live canary. */
+static int rollback_canary(struct serving *s, struct serving_commit *out, struct lorad_error *err)
+{
+    struct serving_view *v = malloc(sizeof(*v));
+    struct retired *r = retired_new(1);
+    struct timespec t0;
+    if (!v || !r) {
+        free(v);
+        free(r);
+        return lorad_error_set(err, LORAD_E_INTERNAL, "rollback: out of memory");
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    set_previous(out, s->canary);
+    retired_add(r, s->canary);
+    s->canary = NULL;
+    s->canary_bp = 0;
+    s->generation++;
+    commit_finish(s, v, r);
+    fill_commit(s, out, s->stable, SERVING_STABLE, &t0);
+    return 0;
+}
+
+int serving_rollback(struct serving *s, const uint64_t *version, struct serving_commit *out,
+                     struct lorad_error *err)
+{
+    struct serving_view *v;
+    struct retired *r;
+    struct timespec t0;
+    ssize_t idx;
+
+    if (s->canary && !version)
+        return rollback_canary(s, out, err);
+    if (s->nhistory == 0)
+        return lorad_error_set(err, LORAD_E_NO_HISTORY, "no history to roll back to");
+    if (version) {
+        idx = history_find(s, *version);
+        if (idx < 0)
+            return lorad_error_set(err, LORAD_E_VERSION_NOT_FOUND,
+                                   "version %" PRIu64 " is not in history%s", *version,
+                                   (s->stable ? s->stable->version : 0) == *version
+                                       ? " (it is the current stable)"
+                                       : "");
+    } else {
+        idx = 0;
+    }
+    v = malloc(sizeof(*v));
+    r = retired_new((size_t)idx + 2);
+    if (!v || !r) {
+        free(v);
+        free(r);
+        return lorad_error_set(err, LORAD_E_INTERNAL, "rollback: out of memory");
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    set_previous(out, s->stable);
+    /* {"version": N} with a canary live: N serves everything, so the
+     * canary goes too. */
+    retired_add(r, s->canary);
+    s->canary = NULL;
+    s->canary_bp = 0;
+    retired_add(r, s->stable);
+    for (ssize_t i = 0; i < idx; i++)
+        retired_add(r, s->history[i]);
+    s->stable = s->history[idx];
+    s->nhistory -= (size_t)idx + 1;
+    memmove(&s->history[0], &s->history[idx + 1], s->nhistory * sizeof(s->history[0]));
+    s->generation++;
+    commit_finish(s, v, r);
+    fill_commit(s, out, s->stable, SERVING_STABLE, &t0);
+    return 0;
+}
+
+int serving_set_canary(struct serving *s, int canary_bp, struct serving_commit *out,
+                       struct lorad_error *err)
+{
+    struct serving_view *v;
+    struct retired *r;
+    struct timespec t0;
+
+    if (!s->canary)
+        return lorad_error_set(err, LORAD_E_NO_CANARY, "no canary is live");
+    if (!bp_valid(canary_bp))
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
+                               "canary share %d basis points is outside [0, 10000]", canary_bp);
+    v = malloc(sizeof(*v));
+    r = retired_new(0);
+    if (!v || !r) {
+        free(v);
+        free(r);
+        return lorad_error_set(err, LORAD_E_INTERNAL, "canary: out of memory");
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    out->has_previous = false;
+    out->previous_adapter[0] = '\0';
+    out->previous_version = 0;
+    s->canary_bp = canary_bp;
+    s->generation++;
+    commit_finish(s, v, r);
+    fill_commit(s, out, s->canary, SERVING_CANARY, &t0);
+    return 0;
+}
+
+int serving_promote(struct serving *s, struct serving_commit *out, struct lorad_error *err)
+{
+    struct serving_view *v;
+    struct retired *r;
+    struct timespec t0;
+
+    if (!s->canary)
+        return lorad_error_set(err, LORAD_E_NO_CANARY, "no canary is live");
+    v = malloc(sizeof(*v));
+    r = retired_new(1);
+    if (!v || !r) {
+        free(v);
+        free(r);
+        return lorad_error_set(err, LORAD_E_INTERNAL, "promote: out of memory");
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    set_previous(out, s->stable);
+    history_push(s, s->stable, r);
+    s->stable = s->canary;
+    s->canary = NULL;
+    s->canary_bp = 0;
+    s->generation++;
+    commit_finish(s, v, r);
+    fill_commit(s, out, s->stable, SERVING_STABLE, &t0);
+    return 0;
+}
+
+void serving_restore(struct serving *s, struct snapshot *stable, struct snapshot *canary,
+                     int canary_bp, struct snapshot **history, size_t nhistory,
+                     uint64_t generation, uint64_t next_version)
+{
+    struct serving_view *v = view_build(s);
+    struct retired *r = retired_new(s->nhistory + 2);
+    size_t i;
+
+    if (!v || !r) {
+        /* Start-up only: no reader runs yet, so the old state can go now. */
+        free(v);
+        free(r);
+        v = NULL;
+        r = NULL;
+    }
+    if (r) {
+        retired_add(r, s->stable);
+        retired_add(r, s->canary);
+        for (i = 0; i < s->nhistory; i++)
+            retired_add(r, s->history[i]);
+    } else {
+        snapshot_free(&s->stable);
+        snapshot_free(&s->canary);
+        for (i = 0; i < s->nhistory; i++)
+            snapshot_free(&s->history[i]);
+    }
+    s->stable = stable;
+    s->canary = canary;
+    s->canary_bp = canary ? (bp_valid(canary_bp) ? canary_bp : 0) : 0;
+    s->nhistory = 0;
+    for (i = 0; i < nhistory; i++) {
+        if (s->nhistory < s->history_max)
+            s->history[s->nhistory++] = history[i];
+        else
+            snapshot_free(&history[i]); /* beyond the configured depth */
+    }
+    s->generation = generation;
+    if (next_version > s->next_version)
+        s->next_version = next_version;
+    if (v && r) {
+        commit_finish(s, v, r);
+    } else {
+        /* Out of memory: overwrite the current view in place (no reader
+         * can see it yet). */
+        s->view->stable = s->stable;
+        s->view->canary = s->canary;
+        s->view->canary_bp = s->canary_bp;
+        s->view->generation = s->generation;
+    }
+}
+
+/* ---- readers ---- */
+
+void serving_reader_register(void)
+{
+    if (tls_reg == REG_NONE) {
+        rcu_register_thread();
+        tls_reg = REG_READER;
+    }
+}
+
+void serving_reader_unregister(void)
+{
+    if (tls_reg != REG_NONE) {
+        rcu_unregister_thread();
+        tls_reg = REG_NONE;
+    }
+}
+
+void serving_reader_online(void)
+{
+    rcu_thread_online();
+}
+
+void serving_reader_offline(void)
+{
+    rcu_thread_offline();
+}
+
+void serving_reader_quiescent(void)
+{
+    rcu_quiescent_state();
+}
+
+const struct serving_view *serving_read(struct serving *s)
+{
+    return rcu_dereference(s->view);
+}
+
+/* ---- routing ---- */
+
+/* FNV-1a over the key, then splitmix64's finaliser so that every output
+ * bit depends on every input bit (FNV's low bits alone are weak). */
+static uint64_t route_hash(const char *key, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h;
+}
+
+enum serving_variant serving_route(struct serving *s, const struct serving_view *v,
+                                   const char *key, size_t keylen)
+{
+    uint64_t c, bp;
+    if (!v || !v->canary || v->canary_bp <= 0)
+        return SERVING_STABLE;
+    bp = (uint64_t)v->canary_bp;
+    if (key)
+        return route_hash(key, keylen) % SERVING_BP_MAX < bp ? SERVING_CANARY : SERVING_STABLE;
+    /* Request c goes to the canary iff floor((c+1) bp / 10000) moves past
+     * floor(c bp / 10000): over any run the canary count is within one of
+     * the exact share. Only c mod 10000 matters, so no overflow. */
+    c = atomic_fetch_add_explicit(&s->route_ctr, 1, memory_order_relaxed) % SERVING_BP_MAX;
+    return (c + 1) * bp / SERVING_BP_MAX > c * bp / SERVING_BP_MAX ? SERVING_CANARY
+                                                                    : SERVING_STABLE;
+}

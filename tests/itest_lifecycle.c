@@ -1,0 +1,416 @@
+/* lorad — tests/itest_lifecycle.c: the daemon's life cycle (SPEC.md 5, 8):
+ * SIGTERM drains the requests in flight and exits 0; a restart restores
+ * stable, canary, history and versions from the state file ("restored":
+ * true), also after SIGKILL; a tampered adapter file makes the restore fail
+ * loudly and the daemon serve initial_adapter ("restored": false);
+ * `--check-config` accepts a good config and names the key of a bad one. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "itestutil.h"
+
+#define KNOWN_ROWS 16
+
+static struct itu_model *M;
+static double *X;                    /* [KNOWN_ROWS][in] */
+static struct itu_adapter *RA, *RB, *RC, *RBF16;
+
+static void stop_ok(struct itu_daemon **d)
+{
+    int rc = itu_daemon_stop(*d, 15000);
+    ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM (expected 0); log tail:\n%s", rc,
+                  itu_log_tail(*d, 2000));
+    itu_daemon_free(d);
+}
+
+static cJSON *take_json(struct itu_resp *r)
+{
+    cJSON *j = r->json;
+    r->json = NULL;
+    itu_resp_free(r);
+    return j;
+}
+
+static cJSON *post_ok(struct itu_daemon *d, const char *path, const char *body)
+{
+    struct itu_resp r;
+    itu_post(d, path, body, &r);
+    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "POST %s %s: expected 200, got %s",
+                  path, body, itu_describe(&r));
+    return take_json(&r);
+}
+
+static cJSON *get_status(struct itu_daemon *d)
+{
+    struct itu_resp r;
+    itu_get(d, "/status", &r);
+    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s",
+                  itu_describe(&r));
+    return take_json(&r);
+}
+
+/* Asserts /infer (pinned to `variant` when not NULL) names name/version and
+ * matches the reference. */
+static void infer_expect(struct itu_daemon *d, const char *variant,
+                         const struct itu_adapter *ref, const char *name, long long version)
+{
+    char extra[64] = "";
+    struct itu_infer res;
+    if (variant)
+        snprintf(extra, sizeof(extra), "\"variant\":\"%s\"", variant);
+    ck_assert_msg(itu_infer_do(d->client, X, 3, M->in, M->out, false, true,
+                               variant ? extra : NULL, NULL, &res),
+                  "POST /infer: %s", res.why);
+    ck_assert_msg(strcmp(res.adapter, name) == 0 && res.version == version,
+                  "POST /infer%s%s names %s v%lld, expected %s v%lld", variant ? " pinned " : "",
+                  variant ? variant : "", res.adapter, res.version, name, version);
+    double *want = malloc(sizeof(double) * 3 * M->out);
+    itu_forward(M, ref, X, 3, want);
+    double worst = itu_match(res.out, want, (size_t)3 * M->out);
+    ck_assert_msg(worst <= 1.0, "POST /infer named %s v%lld: outputs differ from the reference "
+                                "(worst ratio %g)",
+                  name, version, worst);
+    free(want);
+    itu_infer_free(&res);
+}
+
+/* "adapter vN, adapter vN, ..." of the history array, for comparing. */
+static void history_text(const cJSON *st, char *buf, size_t n)
+{
+    size_t len = 0;
+    const cJSON *h = itu_jget(st, "history");
+    buf[0] = 0;
+    for (const cJSON *e = h ? h->child : NULL; e && len < n; e = e->next) {
+        const char *a = itu_jstr(e, "adapter");
+        len += (size_t)snprintf(buf + len, n - len, "%s%s v%.0f", len ? ", " : "",
+                                a ? a : "null", itu_jnum(e, "version", -1));
+    }
+}
+
+static void snap_text(const cJSON *st, const char *path, char *buf, size_t n)
+{
+    const cJSON *s = itu_jget(st, path);
+    if (!s || cJSON_IsNull(s)) {
+        snprintf(buf, n, "null");
+        return;
+    }
+    const char *a = itu_jstr(s, "adapter");
+    snprintf(buf, n, "%s v%.0f sha %s", a ? a : "null", itu_jnum(s, "version", -1),
+             itu_jstr(s, "sha256") ? itu_jstr(s, "sha256") : "null");
+}
+
+/* ---- SIGTERM with requests in flight ---- */
+
+#define DRAIN_CLIENTS 20
+#define DRAIN_ROWS 1024
+
+struct drain_client {
+    pthread_t th;
+    int port;
+    atomic_int *started;
+    atomic_int *term_sent;
+    long status;
+    bool after_term;    /* answered after SIGTERM was sent */
+    double worst;
+    char why[800];
+};
+
+static void *drain_main(void *arg)
+{
+    struct drain_client *c = arg;
+    struct itu_client *hc = itu_client_new(c->port);
+    double *x = malloc(sizeof(double) * DRAIN_ROWS * M->in);
+    for (int r = 0; r < DRAIN_ROWS; r++)
+        memcpy(x + (size_t)r * M->in, X + (size_t)(r % KNOWN_ROWS) * M->in,
+               sizeof(double) * M->in);
+    char *body = itu_json_rows(x, DRAIN_ROWS, M->in, true, NULL);
+    struct itu_resp r;
+    atomic_fetch_add(c->started, 1);
+    itu_client_do(hc, "POST", "/infer", body, strlen(body), "application/json", NULL, 60000, &r);
+    c->after_term = atomic_load(c->term_sent) != 0;
+    c->status = r.status;
+    if (r.status == 200) {
+        float *out = malloc(sizeof(float) * DRAIN_ROWS * M->out);
+        double *want = malloc(sizeof(double) * KNOWN_ROWS * M->out);
+        itu_forward(M, RA, X, KNOWN_ROWS, want);
+        if (itu_json_outputs(r.json, DRAIN_ROWS, M->out, out) < 0) {
+            c->worst = 1e300;
+            snprintf(c->why, sizeof(c->why), "answer has no %d x %d outputs", DRAIN_ROWS,
+                     M->out);
+        }
+        for (int k = 0; k < DRAIN_ROWS && c->worst < 1e300; k++) {
+            double w = itu_match(out + (size_t)k * M->out,
+                                 want + (size_t)(k % KNOWN_ROWS) * M->out, (size_t)M->out);
+            if (w > c->worst)
+                c->worst = w;
+        }
+        free(out);
+        free(want);
+    } else {
+        snprintf(c->why, sizeof(c->why), "%s", itu_describe(&r));
+    }
+    itu_resp_free(&r);
+    free(body);
+    free(x);
+    itu_client_free(&hc);
+    return NULL;
+}
+
+START_TEST(test_sigterm_drains)
+{
+    struct itu_daemon *d = itu_daemon_start(NULL, "{\"workers\": 1}");
+    struct drain_client c[DRAIN_CLIENTS];
+    atomic_int started = 0, term_sent = 0;
+    memset(c, 0, sizeof(c));
+    for (int i = 0; i < DRAIN_CLIENTS; i++) {
+        c[i].port = d->port;
+        c[i].started = &started;
+        c[i].term_sent = &term_sent;
+        ck_assert(pthread_create(&c[i].th, NULL, drain_main, &c[i]) == 0);
+    }
+    while (atomic_load(&started) < DRAIN_CLIENTS) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* let the 20 bodies (about 3 MB each) arrive, then SIGTERM */
+    struct timespec ts = {0, 150 * 1000000L};
+    nanosleep(&ts, NULL);
+    atomic_store(&term_sent, 1);
+    itu_daemon_signal(d, SIGTERM);
+    int ok = 0, late = 0;
+    for (int i = 0; i < DRAIN_CLIENTS; i++) {
+        pthread_join(c[i].th, NULL);
+        ok += c[i].status == 200 && c[i].worst <= 1.0;
+        late += c[i].after_term;
+    }
+    int rc = itu_daemon_wait(d, 30000);
+    printf("itest_lifecycle: SIGTERM with %d requests of %d rows sent; %d answered after the "
+           "signal; %d answered 200 with matching outputs; exit status %d\n",
+           DRAIN_CLIENTS, DRAIN_ROWS, late, ok, rc);
+    fflush(stdout);
+    for (int i = 0; i < DRAIN_CLIENTS; i++) {
+        ck_assert_msg(c[i].status == 200,
+                      "request %d of %d in flight at SIGTERM was not answered 200: %s", i,
+                      DRAIN_CLIENTS, c[i].why);
+        ck_assert_msg(c[i].worst <= 1.0,
+                      "request %d answered during the drain: outputs differ from the reference "
+                      "(worst ratio %g) %s",
+                      i, c[i].worst, c[i].why);
+    }
+    ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM with requests in flight; log:\n%s",
+                  rc, itu_log_tail(d, 2000));
+    ck_assert_msg(late > 0,
+                  "test setup: every request was answered before SIGTERM, so the drain was not "
+                  "exercised (make the requests heavier)");
+    itu_daemon_free(&d);
+}
+END_TEST
+
+/* ---- restart from the state file ---- */
+
+START_TEST(test_restart_restores)
+{
+    char *dir = itu_tmpdir();
+    struct itu_daemon *d = itu_daemon_start(dir, NULL);
+    cJSON *st = get_status(d);
+    ck_assert_msg(cJSON_IsNull(itu_jget(st, "restored")),
+                  "first start without a state file: restored is not null");
+    cJSON_Delete(st);
+    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
+    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}"));
+    cJSON_Delete(post_ok(d, "/rollback", "{}")); /* demo-c v3 stable, v4 dropped */
+    cJSON *a = post_ok(d, "/swap", "{\"adapter\":\"demo-bf16\",\"canary_percent\":25}");
+    ck_assert_msg(itu_jnum(a, "version", -1) == 5, "canary demo-bf16 got version %.0f, not 5",
+                  itu_jnum(a, "version", -1));
+    cJSON_Delete(a);
+    st = get_status(d);
+    char h1[1024], s1[256], c1[256];
+    history_text(st, h1, sizeof(h1));
+    snap_text(st, "stable", s1, sizeof(s1));
+    snap_text(st, "canary", c1, sizeof(c1));
+    cJSON_Delete(st);
+    stop_ok(&d);
+
+    d = itu_daemon_start(dir, NULL);
+    st = get_status(d);
+    char h2[1024], s2[256], c2[256];
+    history_text(st, h2, sizeof(h2));
+    snap_text(st, "stable", s2, sizeof(s2));
+    snap_text(st, "canary", c2, sizeof(c2));
+    ck_assert_msg(cJSON_IsTrue(itu_jget(st, "restored")),
+                  "restart with a state file: restored is not true; log:\n%s",
+                  itu_log_tail(d, 1500));
+    ck_assert_msg(!strcmp(s1, s2), "restart: stable was '%s', restored '%s'", s1, s2);
+    ck_assert_msg(!strcmp(c1, c2), "restart: canary was '%s', restored '%s'", c1, c2);
+    ck_assert_msg(itu_jnum(st, "canary.percent", -1) == 25, "restart: canary.percent %g, not 25",
+                  itu_jnum(st, "canary.percent", -1));
+    ck_assert_msg(!strcmp(h1, h2), "restart: history was [%s], restored [%s]", h1, h2);
+    cJSON_Delete(st);
+    infer_expect(d, "stable", RC, "demo-c", 3);
+    infer_expect(d, "canary", RBF16, "demo-bf16", 5);
+    cJSON_Delete(post_ok(d, "/promote", "{}"));
+    a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    ck_assert_msg(itu_jnum(a, "version", -1) > 5,
+                  "swap after restart got version %.0f: versions 1..5 were already issued",
+                  itu_jnum(a, "version", -1));
+    long long vb = (long long)itu_jnum(a, "version", -1);
+    cJSON_Delete(a);
+    infer_expect(d, NULL, RB, "demo-b", vb);
+
+    /* SIGKILL right after an answered swap: the swap is durable */
+    a = post_ok(d, "/swap", "{\"adapter\":\"demo-a\"}");
+    long long va = (long long)itu_jnum(a, "version", -1);
+    cJSON_Delete(a);
+    itu_daemon_kill(d);
+    itu_daemon_free(&d);
+    d = itu_daemon_start(dir, NULL);
+    st = get_status(d);
+    ck_assert_msg(cJSON_IsTrue(itu_jget(st, "restored")),
+                  "restart after SIGKILL: restored is not true");
+    ck_assert_msg(itu_jstr(st, "stable.adapter") && !strcmp(itu_jstr(st, "stable.adapter"),
+                                                            "demo-a") &&
+                      itu_jnum(st, "stable.version", -1) == (double)va,
+                  "restart after SIGKILL: stable is not demo-a v%lld (the last answered swap)",
+                  va);
+    ck_assert_msg(itu_jstr(st, "history.0.adapter") &&
+                      !strcmp(itu_jstr(st, "history.0.adapter"), "demo-b") &&
+                      itu_jnum(st, "history.0.version", -1) == (double)vb,
+                  "restart after SIGKILL: history.0 is not demo-b v%lld", vb);
+    cJSON_Delete(st);
+    infer_expect(d, NULL, RA, "demo-a", va);
+    stop_ok(&d);
+    free(dir);
+}
+END_TEST
+
+/* ---- a tampered adapter file ---- */
+
+START_TEST(test_restore_tampered)
+{
+    char *dir = itu_tmpdir();
+    char *adir = tu_path(dir, "adapters");
+    char *cmd = malloc(strlen(adir) + strlen(itu_adapters_dir()) + 32);
+    sprintf(cmd, "cp -r '%s' '%s'", itu_adapters_dir(), adir);
+    ck_assert_msg(system(cmd) == 0, "test setup: %s failed", cmd);
+    free(cmd);
+    char over[1024];
+    snprintf(over, sizeof(over), "{\"adapter_dir\": \"%s\"}", adir);
+    struct itu_daemon *d = itu_daemon_start(dir, over);
+    cJSON *a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    long long vb = (long long)itu_jnum(a, "version", -1);
+    cJSON_Delete(a);
+    infer_expect(d, NULL, RB, "demo-b", vb);
+    stop_ok(&d);
+
+    /* change one data byte of demo-b (the low byte of its last f32: the
+     * file stays a valid, finite adapter, only its sha256 changes) */
+    char *file = tu_path(adir, "demo-b/adapter_model.safetensors");
+    size_t len;
+    uint8_t *img = tu_read_file(file, &len);
+    img[len - 4] ^= 0x01;
+    tu_write_file(file, img, len);
+    free(img);
+    free(file);
+
+    d = itu_daemon_start(dir, over);
+    cJSON *st = get_status(d);
+    ck_assert_msg(cJSON_IsFalse(itu_jget(st, "restored")),
+                  "restart with a tampered stable adapter: restored is not false; log:\n%s",
+                  itu_log_tail(d, 1500));
+    const char *sa = itu_jstr(st, "stable.adapter");
+    long long v = (long long)itu_jnum(st, "stable.version", -1);
+    ck_assert_msg(sa && !strcmp(sa, "demo-a"),
+                  "restart with a tampered stable adapter: stable is %s, not the "
+                  "initial_adapter demo-a",
+                  sa ? sa : "null");
+    ck_assert_msg(v > vb, "restart after a failed restore: demo-a got version %lld, but versions "
+                          "up to %lld were already issued by this state file",
+                  v, vb);
+    cJSON_Delete(st);
+    infer_expect(d, NULL, RA, "demo-a", v);
+    stop_ok(&d);
+    free(adir);
+    free(dir);
+}
+END_TEST
+
+/* ---- --check-config ---- */
+
+static int check_config(const char *overrides, char **out)
+{
+    char *dir = itu_tmpdir();
+    char *cfg = itu_config_write(dir, overrides, NULL);
+    char *argv[] = {(char *)itu_lorad_bin(), "--config", cfg, "--check-config", NULL};
+    int rc = itu_run(argv, out);
+    free(cfg);
+    free(dir);
+    return rc;
+}
+
+START_TEST(test_check_config)
+{
+    char *out = NULL;
+    int rc = check_config(NULL, &out);
+    ck_assert_msg(rc == 0, "lorad --check-config on a good config: exit %d, output:\n%s", rc, out);
+    free(out);
+    static const struct {
+        const char *over, *key;
+    } bad[] = {
+        {"{\"bogus_key\": 1}", "bogus_key"},
+        {"{\"workers\": \"two\"}", "workers"},
+        {"{\"listen\": 8080}", "listen"},
+        {"{\"max_rank\": \"16\"}", "max_rank"},
+        {"{\"target_modules\": \"layers.0.proj\"}", "target_modules"},
+        {"{\"history\": true}", "history"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rc = check_config(bad[i].over, &out);
+        ck_assert_msg(rc == 1, "lorad --check-config with %s: exit %d (expected 1), output:\n%s",
+                      bad[i].over, rc, out);
+        ck_assert_msg(out && strstr(out, bad[i].key),
+                      "lorad --check-config with %s: the message does not name '%s':\n%s",
+                      bad[i].over, bad[i].key, out);
+        free(out);
+    }
+    char *argv[] = {(char *)itu_lorad_bin(), "--help", NULL};
+    rc = itu_run(argv, &out);
+    ck_assert_msg(rc == 0 && out && strstr(out, "--config"),
+                  "lorad --help: exit %d, output does not list --config:\n%s", rc, out);
+    free(out);
+}
+END_TEST
+
+int main(void)
+{
+    itu_init();
+    M = itu_model_load(itu_model_dir());
+    X = itu_rows(202, KNOWN_ROWS, M->in);
+    RA = itu_demo_adapter(M, "demo-a");
+    RB = itu_demo_adapter(M, "demo-b");
+    RC = itu_demo_adapter(M, "demo-c");
+    RBF16 = itu_demo_adapter(M, "demo-bf16");
+    Suite *s = suite_create("itest_lifecycle");
+    TCase *tc = tcase_create("lifecycle");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, test_sigterm_drains);
+    tcase_add_test(tc, test_restart_restores);
+    tcase_add_test(tc, test_restore_tampered);
+    tcase_add_test(tc, test_check_config);
+    suite_add_tcase(s, tc);
+    int failed = itu_run_suite(s);
+    itu_adapter_free(&RA);
+    itu_adapter_free(&RB);
+    itu_adapter_free(&RC);
+    itu_adapter_free(&RBF16);
+    free(X);
+    itu_model_free(&M);
+    itu_cleanup();
+    return failed ? 1 : 0;
+}
