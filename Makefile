@@ -59,6 +59,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
 ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
 
 .PHONY: all check run deps clean unit itest format bench
+.SECONDARY:
 all: $(B)/lorad $(B)/lorad-mkdemo
 
 deps:
@@ -117,4 +118,5 @@ clean:
 	rm -rf build
 
 -include mk/install.mk
+-include mk/fuzz.mk
 -include $(shell find build -name '*.d' 2>/dev/null)

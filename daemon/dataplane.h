@@ -30,26 +30,26 @@
 #define INFER_PIN_NONE (-1)
 
 struct infer_job {
-    struct infer_job *next;     /* queue / completion list link */
+    struct infer_job *next; /* queue / completion list link */
     struct http_request *r;
     /* copied on the loop thread */
-    bool binary;                /* Content-Type: application/octet-stream */
-    char *hdr_route_key;        /* X-Lorad-Route-Key or NULL */
+    bool binary;         /* Content-Type: application/octet-stream */
+    char *hdr_route_key; /* X-Lorad-Route-Key or NULL */
     size_t hdr_route_key_len;
-    int hdr_pin;                /* X-Lorad-Variant: INFER_PIN_NONE or variant */
-    int est_rows;               /* row estimate for batching (>= 1) */
+    int hdr_pin;  /* X-Lorad-Variant: INFER_PIN_NONE or variant */
+    int est_rows; /* row estimate for batching (>= 1) */
     /* parsed in the worker */
-    float *x;                   /* [rows][in_features] */
+    float *x; /* [rows][in_features] */
     int rows;
-    bool multi_rows;            /* "inputs" (answer "outputs") */
-    char *route_key;            /* "route_key" of the JSON body, or NULL */
+    bool multi_rows; /* "inputs" (answer "outputs") */
+    char *route_key; /* "route_key" of the JSON body, or NULL */
     size_t route_key_len;
-    int pin;                    /* "variant" of the JSON body or INFER_PIN_NONE */
+    int pin; /* "variant" of the JSON body or INFER_PIN_NONE */
     /* result, filled in the worker */
     enum serving_variant variant; /* METRICS_VARIANT_NONE before routing */
     int status;
-    const char *resp_ctype;     /* static string */
-    char *resp_body;            /* malloc'd; handed to http_respond */
+    const char *resp_ctype; /* static string */
+    char *resp_body;        /* malloc'd; handed to http_respond */
     size_t resp_len;
     char adapter[SNAPSHOT_NAME_MAX + 1]; /* "" = base model */
     uint64_t version;

@@ -43,18 +43,18 @@
 
 #define HTTP_DEFAULT_CONNECTIONS 1024
 #define HTTP_DEFAULT_TIMEOUT_S 60
-#define HTTP_MEMORY_LIMIT (64 * 1024)
+#define HTTP_MEMORY_LIMIT (32 * 1024) /* headers + I/O buffers per connection */
 
 struct http_listener {
     struct http *h;
     enum http_plane plane;
-    int fd;                 /* listening socket (-1 once handed back) */
-    char *unix_path;        /* unlinked at close when we created it */
+    int fd;          /* listening socket (-1 once handed back) */
+    char *unix_path; /* unlinked at close when we created it */
     struct MHD_Daemon *d;
     uv_poll_t poll;
     uv_timer_t timer;
     bool handles_init;
-    bool in_run;            /* inside MHD_run: no recursion */
+    bool in_run; /* inside MHD_run: no recursion */
 };
 
 struct http {
@@ -63,7 +63,7 @@ struct http {
     int nl;
     size_t inflight;
     bool draining;
-    int closing_handles;    /* handles whose close callback is pending */
+    int closing_handles; /* handles whose close callback is pending */
     bool close_requested;
 };
 
@@ -75,9 +75,11 @@ struct http_internal {
     bool routed;
     bool answered;
     bool suspended;
-    bool queued;            /* the response is queued with MHD */
-    bool counted;           /* counted in h->inflight */
-    bool reject_draining;   /* arrived after http_stop_accepting */
+    bool queued;          /* the response is queued with MHD */
+    bool counted;         /* counted in h->inflight (received in full, not
+                           * answered): a client that stalls mid-body does
+                           * not hold up the drain */
+    bool reject_draining; /* arrived after http_stop_accepting */
     struct MHD_Response *resp;
     int status;
 };
@@ -92,14 +94,20 @@ struct http_req_alloc {
 int http_status_of(int code)
 {
     switch (code) {
-    case LORAD_OK: return 200;
-    case LORAD_E_INVALID_REQUEST: return 400;
-    case LORAD_E_UNAUTHORIZED: return 401;
-    case LORAD_E_FORBIDDEN_NAME: return 403;
+    case LORAD_OK:
+        return 200;
+    case LORAD_E_INVALID_REQUEST:
+        return 400;
+    case LORAD_E_UNAUTHORIZED:
+        return 401;
+    case LORAD_E_FORBIDDEN_NAME:
+        return 403;
     case LORAD_E_NOT_FOUND:
     case LORAD_E_ADAPTER_NOT_FOUND:
-    case LORAD_E_VERSION_NOT_FOUND: return 404;
-    case LORAD_E_METHOD_NOT_ALLOWED: return 405;
+    case LORAD_E_VERSION_NOT_FOUND:
+        return 404;
+    case LORAD_E_METHOD_NOT_ALLOWED:
+        return 405;
     case LORAD_E_INCOMPATIBLE_CONFIG:
     case LORAD_E_UNKNOWN_MODULE:
     case LORAD_E_RANK_TOO_LARGE:
@@ -108,18 +116,23 @@ int http_status_of(int code)
     case LORAD_E_SWAP_IN_PROGRESS:
     case LORAD_E_NO_HISTORY:
     case LORAD_E_NO_CANARY:
-    case LORAD_E_CANARY_ACTIVE: return 409;
-    case LORAD_E_BODY_TOO_LARGE: return 413;
+    case LORAD_E_CANARY_ACTIVE:
+        return 409;
+    case LORAD_E_BODY_TOO_LARGE:
+        return 413;
     case LORAD_E_INVALID_ADAPTER:
     case LORAD_E_UNSUPPORTED_PEFT_TYPE:
     case LORAD_E_UNSUPPORTED_DTYPE:
     case LORAD_E_NON_FINITE_WEIGHTS:
     case LORAD_E_RANK_MISMATCH:
-    case LORAD_E_UNKNOWN_TENSOR: return 422;
+    case LORAD_E_UNKNOWN_TENSOR:
+        return 422;
     case LORAD_E_NOT_READY:
     case LORAD_E_DRAINING:
-    case LORAD_E_OVERLOADED: return 503;
-    default: return 500;
+    case LORAD_E_OVERLOADED:
+        return 503;
+    default:
+        return 500;
     }
 }
 
@@ -197,8 +210,7 @@ void http_respond(struct http_request *r, int status, const char *content_type, 
 static void respond_error_hdrs(struct http_request *r, int code, const char *msg,
                                const char *const *hdrs);
 
-void http_respond_json(struct http_request *r, int status, cJSON *obj,
-                       const char *const *headers)
+void http_respond_json(struct http_request *r, int status, cJSON *obj, const char *const *headers)
 {
     char *s = obj ? cJSON_PrintUnformatted(obj) : NULL;
     cJSON_Delete(obj);
@@ -240,7 +252,7 @@ typedef void (*http_handler)(struct http_request *r);
 
 struct route {
     const char *path;
-    const char *method;    /* "POST" or "GET" (GET also answers HEAD) */
+    const char *method; /* "POST" or "GET" (GET also answers HEAD) */
     int planes;
     bool auth;
     http_handler fn;
@@ -353,9 +365,7 @@ static struct http_request *request_new(struct http_listener *l, struct MHD_Conn
     r->in = &a->in;
     r->in->conn = conn;
     r->in->l = l;
-    r->in->counted = true;
     r->in->reject_draining = l->h->draining;
-    l->h->inflight++;
     return r;
 }
 
@@ -377,14 +387,12 @@ static enum MHD_Result first_call(struct http_request *r)
         if (errno == 0 && end != cl && *end == '\0' && v > limit) {
             r->in->too_large = true;
             http_respond_error(r, LORAD_E_BODY_TOO_LARGE,
-                               "request body of %llu bytes exceeds max_body_bytes (%zu)", v,
-                               limit);
+                               "request body of %llu bytes exceeds max_body_bytes (%zu)", v, limit);
             /* queued now, MHD closes the connection without reading the
              * body; if MHD refuses, the body is discarded and the stored
              * answer is queued at the end */
             if (r->in->resp &&
-                MHD_queue_response(r->in->conn, (unsigned)r->in->status, r->in->resp) ==
-                    MHD_YES) {
+                MHD_queue_response(r->in->conn, (unsigned)r->in->status, r->in->resp) == MHD_YES) {
                 MHD_destroy_response(r->in->resp);
                 r->in->resp = NULL;
                 r->in->queued = true;
@@ -447,9 +455,8 @@ static enum MHD_Result queue_stored(struct http_request *r)
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     struct http_listener *l = cls;
     struct http_request *r = *con_cls;
@@ -471,6 +478,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return queue_stored(r);
     if (!r->in->routed) {
         r->in->routed = true;
+        r->in->counted = true; /* received in full: in flight until answered */
+        l->h->inflight++;
         if (!r->body) {
             r->body = malloc(1);
             if (!r->body)
@@ -577,8 +586,7 @@ static int listen_unix(const char *path, struct lorad_error *err)
     int fd = -1;
 
     if (strlen(path) >= sizeof(sa.sun_path))
-        return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "listen: unix path too long: %s",
-                               path);
+        return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "listen: unix path too long: %s", path);
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     memcpy(sa.sun_path, path, strlen(path) + 1);
@@ -635,8 +643,7 @@ static int listen_tcp(const char *addr, struct lorad_error *err)
         return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "listen: %s: %s", addr,
                                gai_strerror(rc));
     for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             saved = errno;
             continue;
@@ -679,21 +686,18 @@ static int start_mhd(struct http *h, struct http_listener *l, struct lorad_error
 {
     const struct lorad_config *c = &h->srv->cfg;
     const union MHD_DaemonInfo *info;
-    unsigned int conns = c->max_connections > 0 ? (unsigned)c->max_connections
-                                                : HTTP_DEFAULT_CONNECTIONS;
-    unsigned int tmo = c->connection_timeout_s > 0 ? (unsigned)c->connection_timeout_s
-                                                   : HTTP_DEFAULT_TIMEOUT_S;
+    unsigned int conns =
+        c->max_connections > 0 ? (unsigned)c->max_connections : HTTP_DEFAULT_CONNECTIONS;
+    unsigned int tmo =
+        c->connection_timeout_s > 0 ? (unsigned)c->connection_timeout_s : HTTP_DEFAULT_TIMEOUT_S;
     int efd;
 
-    l->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
-                            NULL, NULL, on_access, l,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+    l->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+                            NULL, on_access, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                             MHD_OPTION_LISTEN_SOCKET, (MHD_socket)l->fd,
-                            MHD_OPTION_CONNECTION_LIMIT, conns,
-                            MHD_OPTION_CONNECTION_TIMEOUT, tmo,
+                            MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_CONNECTION_TIMEOUT, tmo,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
-                            MHD_OPTION_END);
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_END);
     if (!l->d)
         return lorad_error_set(err, LORAD_E_INTERNAL, "libmicrohttpd failed to start");
     info = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);

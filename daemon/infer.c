@@ -154,8 +154,8 @@ static int jp_string(struct jp *j, char **out, size_t *outlen, size_t maxlen)
         return jp_fail(j, "unterminated string");
     if ((size_t)(q - j->p) > maxlen)
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
-                               "string at byte %zu is longer than %zu bytes",
-                               (size_t)(j->p - j->s), maxlen);
+                               "string at byte %zu is longer than %zu bytes", (size_t)(j->p - j->s),
+                               maxlen);
     buf = o = malloc((size_t)(q - j->p) + 1);
     if (!buf)
         return lorad_error_set(j->err, LORAD_E_INTERNAL, "out of memory");
@@ -169,14 +169,30 @@ static int jp_string(struct jp *j, char **out, size_t *outlen, size_t maxlen)
             unsigned cp;
             j->p++;
             switch (*j->p++) {
-            case '"': *o++ = '"'; break;
-            case '\\': *o++ = '\\'; break;
-            case '/': *o++ = '/'; break;
-            case 'b': *o++ = '\b'; break;
-            case 'f': *o++ = '\f'; break;
-            case 'n': *o++ = '\n'; break;
-            case 'r': *o++ = '\r'; break;
-            case 't': *o++ = '\t'; break;
+            case '"':
+                *o++ = '"';
+                break;
+            case '\\':
+                *o++ = '\\';
+                break;
+            case '/':
+                *o++ = '/';
+                break;
+            case 'b':
+                *o++ = '\b';
+                break;
+            case 'f':
+                *o++ = '\f';
+                break;
+            case 'n':
+                *o++ = '\n';
+                break;
+            case 'r':
+                *o++ = '\r';
+                break;
+            case 't':
+                *o++ = '\t';
+                break;
             case 'u':
                 if (jp_hex4(j, &cp) != 0)
                     goto fail;
@@ -227,6 +243,66 @@ fail:
     return j->err ? j->err->code : LORAD_E_INVALID_REQUEST;
 }
 
+/* Powers of ten that doubles hold exactly. */
+static const double exact_p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Clinger's fast path for a JSON number already checked by jp_number: with
+ * at most 15 significant digits and a decimal exponent within +-22, the
+ * digits and the power of ten are exact doubles, so one multiplication or
+ * division gives the correctly rounded double, as strtod would. Returns
+ * false when the number needs strtod. */
+static bool fast_decimal(const char *p, const char *end, double *out)
+{
+    uint64_t m = 0;
+    int sig = 0, e10 = 0, ex = 0, exsign = 1;
+    bool neg = false;
+
+    if (*p == '-') {
+        neg = true;
+        p++;
+    }
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (m == 0 && *p == '0')
+            continue;
+        m = m * 10 + (uint64_t)(*p - '0');
+        if (++sig > 15)
+            return false;
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            e10--;
+            if (m == 0 && *p == '0')
+                continue;
+            m = m * 10 + (uint64_t)(*p - '0');
+            if (++sig > 15)
+                return false;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (*p == '+' || *p == '-')
+            exsign = *p++ == '-' ? -1 : 1;
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+            ex = ex * 10 + (*p - '0');
+            if (ex > 1000)
+                return false;
+        }
+    }
+    e10 += exsign * ex;
+    if (m == 0) {
+        *out = neg ? -0.0 : 0.0;
+        return true;
+    }
+    if (e10 < -22 || e10 > 22)
+        return false;
+    *out = e10 >= 0 ? (double)m * exact_p10[e10] : (double)m / exact_p10[-e10];
+    if (neg)
+        *out = -*out;
+    return true;
+}
+
 /* A JSON number converted to f32, with the f32 range enforced. */
 static int jp_number(struct jp *j, float *out, const char *where, size_t row, size_t col)
 {
@@ -262,6 +338,11 @@ static int jp_number(struct jp *j, float *out, const char *where, size_t row, si
         while (q < j->end && *q >= '0' && *q <= '9')
             q++;
     }
+    if (fast_decimal(st, q, &d)) { /* |d| < 1e38: always in the f32 range */
+        *out = (float)d;
+        j->p = q;
+        return 0;
+    }
     if ((size_t)(q - st) >= sizeof(tmp))
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
                                "%s: value %zu of row %zu is a number longer than %zu characters",
@@ -271,8 +352,8 @@ static int jp_number(struct jp *j, float *out, const char *where, size_t row, si
     d = strtod(tmp, &endp);
     if (!isfinite(d) || fabs(d) > FLT_MAX)
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
-                               "%s: value %zu of row %zu (%s) is outside the f32 range", where,
-                               col, row, tmp);
+                               "%s: value %zu of row %zu (%s) is outside the f32 range", where, col,
+                               row, tmp);
     *out = (float)d;
     j->p = q;
     return 0;
@@ -320,8 +401,7 @@ static int jp_row(struct jp *j, struct rows *r, const char *where)
                                "%s: row %zu is not an array of numbers", where, r->rows);
     if (r->rows >= (size_t)r->max_rows)
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
-                               "%s: more than max_rows_per_request (%d) rows", where,
-                               r->max_rows);
+                               "%s: more than max_rows_per_request (%d) rows", where, r->max_rows);
     dst = rows_next(r, j->err);
     if (!dst)
         return LORAD_E_INTERNAL;
@@ -335,8 +415,8 @@ static int jp_row(struct jp *j, struct rows *r, const char *where)
         jp_ws(j);
         if (n >= (size_t)r->width)
             return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
-                                   "%s: row %zu has more than the %d values the model takes",
-                                   where, r->rows, r->width);
+                                   "%s: row %zu has more than the %d values the model takes", where,
+                                   r->rows, r->width);
         rc = jp_number(j, &dst[n], where, r->rows, n);
         if (rc)
             return rc;
@@ -394,13 +474,19 @@ static int jp_rows(struct jp *j, struct rows *r)
 static const char *type_name(char c)
 {
     switch (c) {
-    case '"': return "a string";
-    case '[': return "an array";
-    case '{': return "an object";
+    case '"':
+        return "a string";
+    case '[':
+        return "an array";
+    case '{':
+        return "an object";
     case 't':
-    case 'f': return "a boolean";
-    case 'n': return "null";
-    default: return "a number";
+    case 'f':
+        return "a boolean";
+    case 'n':
+        return "null";
+    default:
+        return "a number";
     }
 }
 
@@ -456,8 +542,7 @@ static int jp_member(struct jp *j, struct infer_job *job, struct rows *r, unsign
     if (k == K_INPUT) {
         if (*j->p != '[')
             rc = lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
-                                 "\"input\" must be an array of numbers, not %s",
-                                 type_name(*j->p));
+                                 "\"input\" must be an array of numbers, not %s", type_name(*j->p));
         else
             rc = jp_row(j, r, "input");
     } else if (k == K_INPUTS) {
@@ -513,8 +598,8 @@ static int parse_json(const struct lorad_server *srv, struct infer_job *job,
         goto fail;
     }
     if (*j.p != '{') {
-        rc = lorad_error_set(err, LORAD_E_INVALID_REQUEST,
-                             "the body must be a JSON object, not %s", type_name(*j.p));
+        rc = lorad_error_set(err, LORAD_E_INVALID_REQUEST, "the body must be a JSON object, not %s",
+                             type_name(*j.p));
         goto fail;
     }
     j.p++;
@@ -565,8 +650,7 @@ static int parse_binary(const struct lorad_server *srv, struct infer_job *job,
 {
     struct http_request *r = job->r;
     size_t width = (size_t)srv->model->in_features, rowb = width * 4, rows, i, n;
-    size_t maxr = srv->cfg.max_rows_per_request > 0 ? (size_t)srv->cfg.max_rows_per_request
-                                                     : 1024;
+    size_t maxr = srv->cfg.max_rows_per_request > 0 ? (size_t)srv->cfg.max_rows_per_request : 1024;
     const unsigned char *b = (const unsigned char *)r->body;
 
     if (r->body_len == 0 || r->body_len % rowb != 0)
@@ -610,7 +694,14 @@ static const char *variant_name(enum serving_variant v)
 }
 
 /* 1e-30 .. 1e60, each the double nearest the power. */
-static const double p10[] = {1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38, 1e39, 1e40, 1e41, 1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51, 1e52, 1e53, 1e54, 1e55, 1e56, 1e57, 1e58, 1e59, 1e60};
+static const double p10[] = {
+    1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22, 1e-21, 1e-20, 1e-19, 1e-18,
+    1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,
+    1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,   1e4,   1e5,   1e6,   1e7,   1e8,
+    1e9,   1e10,  1e11,  1e12,  1e13,  1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,
+    1e22,  1e23,  1e24,  1e25,  1e26,  1e27,  1e28,  1e29,  1e30,  1e31,  1e32,  1e33,  1e34,
+    1e35,  1e36,  1e37,  1e38,  1e39,  1e40,  1e41,  1e42,  1e43,  1e44,  1e45,  1e46,  1e47,
+    1e48,  1e49,  1e50,  1e51,  1e52,  1e53,  1e54,  1e55,  1e56,  1e57,  1e58,  1e59,  1e60};
 #define P10(k) p10[(k) + 30]
 
 /* Writes finite f as printf("%.9g") would (9 significant digits, trailing
@@ -804,7 +895,8 @@ int infer_format_ok(const struct lorad_server *srv, struct infer_job *j,
 
 void infer_format_error(struct infer_job *j, int code, const char *msg)
 {
-    static const char oom[] = "{\"error\": {\"code\": \"internal\", \"message\": \"out of memory\"}}";
+    static const char oom[] =
+        "{\"error\": {\"code\": \"internal\", \"message\": \"out of memory\"}}";
     free(j->resp_body);
     j->status = http_status_of(code);
     j->resp_ctype = "application/json";
@@ -867,8 +959,7 @@ static int estimate_rows(const struct lorad_server *srv, const struct infer_job 
         size_t rowb = (size_t)srv->model->in_features * 4;
         n = rowb ? r->body_len / rowb : 1;
     } else {
-        for (p = r->body, end = r->body + r->body_len; (p = memchr(p, '[', (size_t)(end - p)));
-             p++)
+        for (p = r->body, end = r->body + r->body_len; (p = memchr(p, '[', (size_t)(end - p))); p++)
             n++;
         n = n > 1 ? n - 1 : 1;
     }
@@ -883,8 +974,7 @@ static bool is_octet_stream(const char *ct)
     size_t n = sizeof(want) - 1;
     while (ct && *ct == ' ')
         ct++;
-    return ct && strncasecmp(ct, want, n) == 0 &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+    return ct && strncasecmp(ct, want, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
 void infer_handle(struct http_request *r)

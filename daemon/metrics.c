@@ -26,7 +26,7 @@
 
 struct evidence {
     uint64_t requests;
-    uint64_t errors;         /* status >= 500 */
+    uint64_t errors; /* status >= 500 */
     uint64_t nonfinite_rows;
     uint64_t hist[EV_BUCKETS + 1]; /* last: overflow */
 };
@@ -46,14 +46,13 @@ struct req_count {
     uint64_t n;
 };
 
-static const double dur_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                    0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
-                                    5,      10};
+static const double dur_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 static const double stage_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                       0.25,  0.5,    1,     2.5,  5,     10};
-static const double commit_bounds[] = {1e-6,   2.5e-6, 5e-6, 1e-5,   2.5e-5, 5e-5,
-                                       1e-4,   2.5e-4, 5e-4, 1e-3,   1e-2};
+static const double commit_bounds[] = {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5,
+                                       1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2};
 #define NBATCH (sizeof(batch_bounds) / sizeof(batch_bounds[0]))
 
 struct metrics {
@@ -339,8 +338,7 @@ static void head(struct buf *b, const char *name, const char *type, const char *
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void render_phist(struct buf *b, const char *name, const char *help,
-                         const struct phist *h)
+static void render_phist(struct buf *b, const char *name, const char *help, const struct phist *h)
 {
     uint64_t cum = 0;
     size_t i;
@@ -351,8 +349,7 @@ static void render_phist(struct buf *b, const char *name, const char *help,
     }
     cum += h->counts[h->n];
     bprintf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
-    bprintf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name,
-            (unsigned long long)h->count);
+    bprintf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->count);
 }
 
 static void render_batch(struct buf *b, const struct metrics *m)
@@ -387,8 +384,8 @@ static void render_adapter(struct buf *b, const char *variant, const struct snap
 {
     char name[2 * SNAPSHOT_NAME_MAX + 8];
     escape_label(name, sizeof(name), s ? s->name : "");
-    bprintf(b, "lorad_adapter_info{variant=\"%s\",adapter=\"%s\",version=\"%llu\"} 1\n",
-            variant, name, (unsigned long long)(s ? s->version : 0));
+    bprintf(b, "lorad_adapter_info{variant=\"%s\",adapter=\"%s\",version=\"%llu\"} 1\n", variant,
+            name, (unsigned long long)(s ? s->version : 0));
 }
 
 static void render_state(struct buf *b, const struct lorad_server *srv)
@@ -424,7 +421,8 @@ char *metrics_render(const struct lorad_server *srv, size_t *len)
                  "Latency of /infer answers, first header to answer.", &m->dur);
     render_batch(&b, m);
     head(&b, "lorad_swaps_total", "counter", "/swap requests by result (ok: committed).");
-    bprintf(&b, "lorad_swaps_total{result=\"ok\"} %llu\nlorad_swaps_total{result=\"failed\"} %llu\n",
+    bprintf(&b,
+            "lorad_swaps_total{result=\"ok\"} %llu\nlorad_swaps_total{result=\"failed\"} %llu\n",
             (unsigned long long)m->swaps_ok, (unsigned long long)m->swaps_failed);
     render_phist(&b, "lorad_swap_stage_seconds", "Staging time of committed swaps.", &m->stage);
     render_phist(&b, "lorad_swap_commit_seconds",

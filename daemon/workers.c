@@ -40,7 +40,7 @@ struct worker {
     _Atomic bool busy;
     _Atomic uint64_t batch_start_ns;
     struct forward_scratch *scratch;
-    float *x, *y;           /* group buffers [cap_rows][width] */
+    float *x, *y; /* group buffers [cap_rows][width] */
     size_t cap_rows;
 };
 
@@ -51,7 +51,7 @@ struct workers {
     struct infer_job *head, *tail;
     _Atomic size_t qlen;
     size_t qmax;
-    int base_rank;          /* scratch rank: the profile's max_rank or 64 */
+    int base_rank; /* scratch rank: the profile's max_rank or 64 */
     bool stopping;
     int n;
     struct worker *w;
@@ -130,8 +130,8 @@ static int ensure_scratch(struct worker *w, const struct snapshot *snap)
 }
 
 /* Routes a parsed job under view v: a pin wins over a route key. */
-static int route_job(struct lorad_server *srv, const struct serving_view *v,
-                     struct infer_job *j, struct lorad_error *err)
+static int route_job(struct lorad_server *srv, const struct serving_view *v, struct infer_job *j,
+                     struct lorad_error *err)
 {
     int pin = j->pin != INFER_PIN_NONE ? j->pin : j->hdr_pin;
     const char *key = j->route_key ? j->route_key : j->hdr_route_key;
@@ -320,10 +320,10 @@ int workers_start(struct lorad_server *srv, struct lorad_error *err)
     }
     ws->srv = srv;
     ws->n = n;
-    ws->base_rank = srv->profile && srv->profile->max_rank > 0 ? srv->profile->max_rank
-                                                               : DEFAULT_RANK;
-    ws->qmax = srv->cfg.queue_max_requests > 0 ? (size_t)srv->cfg.queue_max_requests
-                                               : QUEUE_DEFAULT;
+    ws->base_rank =
+        srv->profile && srv->profile->max_rank > 0 ? srv->profile->max_rank : DEFAULT_RANK;
+    ws->qmax =
+        srv->cfg.queue_max_requests > 0 ? (size_t)srv->cfg.queue_max_requests : QUEUE_DEFAULT;
     pthread_mutex_init(&ws->mu, NULL);
     pthread_cond_init(&ws->cv, NULL);
     pthread_mutex_init(&ws->done_mu, NULL);

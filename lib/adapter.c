@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <math.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,8 +49,8 @@
 
 static bool name_char_ok(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 bool adapter_name_valid(const char *name)
@@ -91,8 +92,7 @@ static int open_beneath(int dirfd, const char *path, int flags)
     return (int)fd;
 }
 
-int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out,
-                     struct lorad_error *err)
+int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out, struct lorad_error *err)
 {
     char ebuf[128];
     int fd;
@@ -160,8 +160,7 @@ void adapter_profile_free(struct adapter_profile **pp)
     *pp = NULL;
 }
 
-static int patterns_copy(const struct adapter_pattern *src, size_t n,
-                         struct adapter_pattern **out)
+static int patterns_copy(const struct adapter_pattern *src, size_t n, struct adapter_pattern **out)
 {
     struct adapter_pattern *d;
 
@@ -278,8 +277,8 @@ cJSON *adapter_profile_to_json(const struct adapter_profile *p, const struct mod
         return cJSON_CreateNull();
     if (!(o = cJSON_CreateObject()))
         return NULL;
-    if (!cJSON_AddItemToObject(o, "max_rank", rank_known ? cJSON_CreateNumber(p->max_rank)
-                                                         : cJSON_CreateNull()))
+    if (!cJSON_AddItemToObject(o, "max_rank",
+                               rank_known ? cJSON_CreateNumber(p->max_rank) : cJSON_CreateNull()))
         goto fail;
     if (targets_known) {
         if (!(t = cJSON_AddArrayToObject(o, "target_modules")))
@@ -329,8 +328,8 @@ static int profile_fields_from_json(const cJSON *j, struct adapter_profile *p,
     if ((!rs || cJSON_IsNull(rs)) && (!dr || cJSON_IsNull(dr)) && (!dp || cJSON_IsNull(dp)) &&
         (!ap || cJSON_IsNull(ap)))
         return 0;
-    if (!cJSON_IsBool(rs) || !cJSON_IsBool(dr) || !cJSON_IsNumber(dp) || !isfinite(dp->valuedouble) ||
-        !cJSON_IsObject(ap))
+    if (!cJSON_IsBool(rs) || !cJSON_IsBool(dr) || !cJSON_IsNumber(dp) ||
+        !isfinite(dp->valuedouble) || !cJSON_IsObject(ap))
         return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                "use_rslora, use_dora, lora_dropout, alpha_pattern: wrong types");
     p->use_rslora = cJSON_IsTrue(rs);
@@ -351,8 +350,8 @@ static int profile_fields_from_json(const cJSON *j, struct adapter_profile *p,
     return 0;
 }
 
-int adapter_profile_from_json(const cJSON *j, const struct model *m,
-                              struct adapter_profile **out, struct lorad_error *err)
+int adapter_profile_from_json(const cJSON *j, const struct model *m, struct adapter_profile **out,
+                              struct lorad_error *err)
 {
     struct adapter_profile *p;
     const cJSON *mr, *tm, *it;
@@ -413,7 +412,7 @@ struct pattern {
 };
 
 struct adapter_config {
-    bool parsed;          /* every field below valid */
+    bool parsed; /* every field below valid */
     int r;
     double lora_alpha;
     bool use_rslora, use_dora, lora_bias;
@@ -507,8 +506,8 @@ static int cfg_patterns(const cJSON *root, const char *field, bool ranks, struct
         size_t len;
         int rc;
 
-        if (!cJSON_IsNumber(it) || (ranks ? !is_rank_value(it->valuedouble)
-                                          : !isfinite(it->valuedouble)))
+        if (!cJSON_IsNumber(it) ||
+            (ranks ? !is_rank_value(it->valuedouble) : !isfinite(it->valuedouble)))
             return lorad_error_set(err, LORAD_E_INVALID_ADAPTER,
                                    CONFIG_FILE ": %s[\"%s\"] must be %s", field, it->string,
                                    ranks ? "a positive integer" : "a finite number");
@@ -526,7 +525,7 @@ static int cfg_patterns(const cJSON *root, const char *field, bool ranks, struct
             regerror(rc, NULL, ebuf, sizeof(ebuf));
             return lorad_error_set(err, LORAD_E_INVALID_ADAPTER,
                                    CONFIG_FILE ": %s key \"%s\" is not a valid regular "
-                                   "expression: %s",
+                                               "expression: %s",
                                    field, q->key, ebuf);
         }
         q->compiled = true;
@@ -550,13 +549,12 @@ static int config_fields(const cJSON *root, struct adapter_config *c, struct lor
         (rc = cfg_bool(root, "lora_bias", &c->lora_bias, err)) < 0 ||
         (rc = cfg_number(root, "lora_dropout", 0.0, &c->lora_dropout, err)) < 0 ||
         (rc = cfg_patterns(root, "rank_pattern", true, &c->rank_pattern, &c->n_rank, err)) < 0 ||
-        (rc = cfg_patterns(root, "alpha_pattern", false, &c->alpha_pattern, &c->n_alpha, err)) <
-            0)
+        (rc = cfg_patterns(root, "alpha_pattern", false, &c->alpha_pattern, &c->n_alpha, err)) < 0)
         return rc;
     if (c->lora_bias && c->use_dora)
         return lorad_error_set(err, LORAD_E_INVALID_ADAPTER,
                                CONFIG_FILE ": lora_bias with use_dora: PEFT does not support "
-                               "lora_bias with DoRA");
+                                           "lora_bias with DoRA");
     c->parsed = true;
     return 0;
 }
@@ -621,7 +619,7 @@ struct stage {
     struct st_file *st;
     char sha[65];
     struct adapter_config cfg;
-    struct plan_layer *plan;     /* [nlayers] */
+    struct plan_layer *plan;      /* [nlayers] */
     struct adapter_profile *prof; /* working copy, completed here */
     bool prof_partial;
     struct snapshot *snap;
@@ -672,8 +670,85 @@ static int stage_open(struct stage *s)
     return 0;
 }
 
+/* ---- sha256 cache ----
+ *
+ * sha256 of 16 MiB costs ~20-40 ms with nettle's portable code, more than
+ * the whole staging budget (SPEC 10), and the same files are staged again
+ * and again (alternating rollouts, /adapters, restore). So digests are
+ * remembered per file identity: device, inode, size, mtime and ctime. Any
+ * write to the file changes its ctime (which user space cannot set back).
+ * As git does with its index, a digest is remembered only when both
+ * timestamps were at least SHA_CACHE_SETTLE_S seconds old when hashing
+ * started, so a write within the same timestamp tick cannot hide. */
+#define SHA_CACHE_SIZE 64
+#define SHA_CACHE_SETTLE_S 2
+
+struct sha_cache_entry {
+    bool valid;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim, ctim;
+    uint64_t used;
+    char sha[65];
+};
+
+static struct sha_cache_entry sha_cache[SHA_CACHE_SIZE];
+static uint64_t sha_cache_clock;
+static pthread_mutex_t sha_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool ts_eq(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+static bool sha_entry_is(const struct sha_cache_entry *e, const struct stat *st)
+{
+    return e->valid && e->dev == st->st_dev && e->ino == st->st_ino && e->size == st->st_size &&
+           ts_eq(&e->mtim, &st->st_mtim) && ts_eq(&e->ctim, &st->st_ctim);
+}
+
+static bool sha_cache_get(const struct stat *st, char out[65])
+{
+    bool hit = false;
+
+    pthread_mutex_lock(&sha_cache_lock);
+    for (size_t i = 0; i < SHA_CACHE_SIZE && !hit; i++)
+        if (sha_entry_is(&sha_cache[i], st)) {
+            memcpy(out, sha_cache[i].sha, 65);
+            sha_cache[i].used = ++sha_cache_clock;
+            hit = true;
+        }
+    pthread_mutex_unlock(&sha_cache_lock);
+    return hit;
+}
+
+/* Remembers sha for st when the file had settled before `started`. */
+static void sha_cache_put(const struct stat *st, const struct timespec *started, const char sha[65])
+{
+    size_t victim = 0;
+
+    if (st->st_mtim.tv_sec + SHA_CACHE_SETTLE_S > started->tv_sec ||
+        st->st_ctim.tv_sec + SHA_CACHE_SETTLE_S > started->tv_sec)
+        return;
+    pthread_mutex_lock(&sha_cache_lock);
+    for (size_t i = 0; i < SHA_CACHE_SIZE; i++) {
+        if (!sha_cache[i].valid ||
+            (sha_cache[i].dev == st->st_dev && sha_cache[i].ino == st->st_ino)) {
+            victim = i;
+            break;
+        }
+        if (sha_cache[i].used < sha_cache[victim].used)
+            victim = i;
+    }
+    sha_cache[victim] = (struct sha_cache_entry){
+        true, st->st_dev, st->st_ino, st->st_size, st->st_mtim, st->st_ctim, ++sha_cache_clock, ""};
+    memcpy(sha_cache[victim].sha, sha, 65);
+    pthread_mutex_unlock(&sha_cache_lock);
+}
+
 /* Step 2, checksum: map the safetensors file (when there is one) and hash
- * it. The sha256 is always computed: the snapshot records it. */
+ * it (or take the remembered digest). The snapshot always records it. */
 static int stage_checksum(struct stage *s)
 {
     struct stat st;
@@ -685,18 +760,23 @@ static int stage_checksum(struct stage *s)
         return lorad_error_set(s->err, LORAD_E_INTERNAL, MODEL_FILE ": fstat: %s",
                                strerror_r(errno, ebuf, sizeof(ebuf)));
     if (!S_ISREG(st.st_mode))
-        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
-                               MODEL_FILE ": not a regular file");
+        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, MODEL_FILE ": not a regular file");
     if (st.st_size > 0) {
-        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, s->st_fd, 0);
+        void *map =
+            mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, s->st_fd, 0);
         if (map == MAP_FAILED)
             return lorad_error_set(s->err, LORAD_E_INTERNAL, MODEL_FILE ": mmap: %s",
                                    strerror_r(errno, ebuf, sizeof(ebuf)));
         s->map = map;
         s->map_len = (size_t)st.st_size;
     }
-    if (digest_sha256_hex(s->map, s->map_len, s->sha) < 0)
-        return lorad_error_set(s->err, LORAD_E_INTERNAL, "sha256 failed");
+    if (!sha_cache_get(&st, s->sha)) {
+        struct timespec started;
+        clock_gettime(CLOCK_REALTIME, &started);
+        if (digest_sha256_hex(s->map, s->map_len, s->sha) < 0)
+            return lorad_error_set(s->err, LORAD_E_INTERNAL, "sha256 failed");
+        sha_cache_put(&st, &started, s->sha);
+    }
     if (s->a->expected_sha256 && !digest_hex_equal(s->a->expected_sha256, s->sha))
         return lorad_error_set(s->err, LORAD_E_CHECKSUM_MISMATCH,
                                "sha256 of " MODEL_FILE " is %s but %.80s was expected", s->sha,
@@ -711,8 +791,7 @@ static int read_config(struct stage *s, char **text, size_t *len)
     size_t got = 0;
 
     if (fstat(s->cfg_fd, &st) < 0 || !S_ISREG(st.st_mode))
-        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
-                               CONFIG_FILE ": not a regular file");
+        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, CONFIG_FILE ": not a regular file");
     if ((uint64_t)st.st_size > CONFIG_MAX_BYTES)
         return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
                                CONFIG_FILE ": larger than %u bytes", CONFIG_MAX_BYTES);
@@ -806,8 +885,8 @@ static void format_pattern(char *buf, size_t len, const char *const *keys, const
 
     off += (size_t)snprintf(buf, len, "{");
     for (size_t i = 0; i < n && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s\"%s\": %g", i ? ", " : "", keys[i],
-                                vals[i]);
+        off +=
+            (size_t)snprintf(buf + off, len - off, "%s\"%s\": %g", i ? ", " : "", keys[i], vals[i]);
     if (off < len)
         snprintf(buf + off, len - off, "}");
 }
@@ -886,10 +965,8 @@ static bool classify(const char *key, const char **stem, size_t *stem_len, enum 
         const char *suffix;
         enum tkind kind;
     } lora[] = {
-        {".lora_A.weight", TK_A},
-        {".lora_B.weight", TK_B},
-        {".lora_B.bias", TK_BIAS_B},
-        {".lora_magnitude_vector.weight", TK_MAG},
+        {".lora_A.weight", TK_A},           {".lora_B.weight", TK_B},
+        {".lora_B.bias", TK_BIAS_B},        {".lora_magnitude_vector.weight", TK_MAG},
         {".lora_magnitude_vector", TK_MAG},
     };
     size_t len, n;
@@ -997,12 +1074,12 @@ static int stage_names(struct stage *s)
                                "%zu tensor(s) of no PEFT LoRA form: %s", unknown_t.count,
                                unknown_t.buf);
     if (missing.count)
-        return lorad_error_set(s->err, LORAD_E_UNKNOWN_MODULE,
-                               "%zu layer(s) not in the model: %s", missing.count, missing.buf);
+        return lorad_error_set(s->err, LORAD_E_UNKNOWN_MODULE, "%zu layer(s) not in the model: %s",
+                               missing.count, missing.buf);
     if (untargeted.count)
         return lorad_error_set(s->err, LORAD_E_UNKNOWN_MODULE,
-                               "%zu layer(s) not in the profile's target set: %s",
-                               untargeted.count, untargeted.buf);
+                               "%zu layer(s) not in the profile's target set: %s", untargeted.count,
+                               untargeted.buf);
     return 0;
 }
 
@@ -1015,8 +1092,8 @@ static int stage_pairing(struct stage *s)
         bool a = pl->t[TK_A], b = pl->t[TK_B];
 
         if (a != b)
-            return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, "layer %s: %s without %s",
-                                   name, a ? "lora_A.weight" : "lora_B.weight",
+            return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, "layer %s: %s without %s", name,
+                                   a ? "lora_A.weight" : "lora_B.weight",
                                    a ? "lora_B.weight" : "lora_A.weight");
         if (!a && (pl->t[TK_BIAS_B] || pl->t[TK_MAG]))
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
@@ -1064,9 +1141,8 @@ static int want_shape(struct stage *s, const struct st_tensor *t, int ndim, uint
                                "tensor %s has shape %s but layer %s needs [%llu]", t->name, got,
                                s->m->layers[l].name, (unsigned long long)d0);
     return lorad_error_set(s->err, LORAD_E_SHAPE_MISMATCH,
-                           "tensor %s has shape %s but layer %s needs [%llu, %llu]", t->name,
-                           got, s->m->layers[l].name, (unsigned long long)d0,
-                           (unsigned long long)d1);
+                           "tensor %s has shape %s but layer %s needs [%llu, %llu]", t->name, got,
+                           s->m->layers[l].name, (unsigned long long)d0, (unsigned long long)d1);
 }
 
 /* Per-layer r, alpha, scaling from the config and its patterns. */
@@ -1080,8 +1156,8 @@ static void layer_rank(struct stage *s, size_t l)
     pl->rank = rp ? (int)rp->value : s->cfg.r;
     pl->rank_from = rp ? rp->key : NULL;
     pl->alpha = ap ? ap->value : s->cfg.lora_alpha;
-    pl->scaling = s->cfg.use_rslora ? pl->alpha / sqrt((double)pl->rank)
-                                    : pl->alpha / (double)pl->rank;
+    pl->scaling =
+        s->cfg.use_rslora ? pl->alpha / sqrt((double)pl->rank) : pl->alpha / (double)pl->rank;
 }
 
 static int rank_mismatch(struct stage *s, const struct st_tensor *t, uint64_t got, size_t l)
@@ -1193,12 +1269,14 @@ static int convert_finite(struct stage *s, const struct st_tensor *t, float *dst
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (t->dtype == ST_F32) {
-        const uint8_t *src = t->data;
-        for (size_t i = 0; i < t->nelems; i++) {
-            uint32_t u;
-            memcpy(&u, src + 4 * i, 4);
-            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-            memcpy(dst + i, &u, 4);
+        /* copy a cache-sized block, then scan it while it is hot */
+        enum { BLOCK = 8192 };
+        for (size_t b = 0; b < t->nelems; b += BLOCK) {
+            size_t n = t->nelems - b < BLOCK ? t->nelems - b : BLOCK;
+            const uint32_t *u = (const uint32_t *)(void *)(dst + b);
+            memcpy(dst + b, t->data + 4 * b, 4 * n);
+            for (size_t i = 0; i < n; i++)
+                bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
         }
         goto done;
     }
@@ -1222,7 +1300,8 @@ static int take(struct stage *s, const struct st_tensor *t, float **out)
     *out = NULL;
     if (!t)
         return 0;
-    if (!(*out = malloc((t->nelems ? t->nelems : 1) * sizeof(float))))
+    if (t->nelems > SIZE_MAX / sizeof(float) ||
+        !(*out = malloc((t->nelems ? t->nelems : 1) * sizeof(float))))
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     s->snap->bytes += t->nelems * sizeof(float);
     return convert_finite(s, t, *out);
@@ -1388,8 +1467,7 @@ static int stage_run(struct stage *s)
     return 0;
 }
 
-static void stage_init(struct stage *s, const struct adapter_stage_args *a,
-                       struct lorad_error *err)
+static void stage_init(struct stage *s, const struct adapter_stage_args *a, struct lorad_error *err)
 {
     memset(s, 0, sizeof(*s));
     s->a = a;
@@ -1509,7 +1587,8 @@ static cJSON *describe_one(int adapter_dirfd, const char *name, const struct mod
     if (!(layers = cJSON_AddArrayToObject(o, "layers")))
         goto fail;
     for (size_t l = 0; s.plan && l < m->nlayers; l++)
-        if (s.plan[l].t[TK_A] && !cJSON_AddItemToArray(layers, cJSON_CreateString(m->layers[l].name)))
+        if (s.plan[l].t[TK_A] &&
+            !cJSON_AddItemToArray(layers, cJSON_CreateString(m->layers[l].name)))
             goto fail;
     if (!cJSON_AddBoolToObject(o, "compatible", rc == 0))
         goto fail;

@@ -18,8 +18,18 @@
  * profile fills the missing halves from the staged adapter and returns the
  * completed profile, which the caller adopts when it commits.
  *
- * Thread-safety: all functions are reentrant; a profile and a model are
- * read-only inputs that may be shared between threads.
+ * Files are opened once, confined with openat2(RESOLVE_BENEATH) relative to
+ * the adapter directory (a file symlink leaving it is forbidden_name), and
+ * the safetensors image is mmap()ed from that same fd, so what was checked
+ * is what is read. The sha256 of adapter_model.safetensors is always
+ * computed (the snapshot records it), but remembered per file identity
+ * (device, inode, size, mtime, ctime; only for files whose timestamps were
+ * at least 2 s old when hashed), because hashing 16 MiB costs more than the
+ * whole staging budget of SPEC 10.
+ *
+ * Thread-safety: all functions are reentrant (the sha256 memo is guarded by
+ * a mutex); a profile and a model are read-only inputs that may be shared
+ * between threads.
  */
 #ifndef LORAD_ADAPTER_H
 #define LORAD_ADAPTER_H
@@ -34,15 +44,15 @@
 #include "snapshot.h"
 
 struct adapter_pattern {
-    char *key;     /* the regular expression as written in the file */
-    double value;  /* rank (integral) or alpha */
+    char *key;    /* the regular expression as written in the file */
+    double value; /* rank (integral) or alpha */
 };
 
 struct adapter_profile {
-    bool has_limits;     /* max_rank and targets both known */
+    bool has_limits; /* max_rank and targets both known */
     int max_rank;
-    size_t nlayers;      /* == model->nlayers */
-    bool *targets;       /* [nlayers]: layer may carry LoRA (always allocated) */
+    size_t nlayers;            /* == model->nlayers */
+    bool *targets;             /* [nlayers]: layer may carry LoRA (always allocated) */
     bool max_rank_from_config; /* for messages */
     /* Each limit may be known alone (config sets only one of them): max_rank
      * is known when has_limits || has_max_rank, the target set when
@@ -50,7 +60,7 @@ struct adapter_profile {
     bool has_max_rank;
     bool has_targets;
 
-    bool has_fields;     /* the compared PEFT fields known */
+    bool has_fields; /* the compared PEFT fields known */
     bool use_rslora;
     bool use_dora;
     double lora_dropout;
@@ -62,9 +72,11 @@ struct adapter_profile {
 bool adapter_name_valid(const char *name);
 
 /* Builds the profile's limits from the config (max_rank > 0 and/or
- * target_modules given; either may be absent: 0 / NULL). A target name that
- * is not a model layer is LORAD_E_INVALID_CONFIG. With neither given, the
- * profile is fully partial. Caller frees with adapter_profile_free(). */
+ * target_modules given; either may be absent: 0 / NULL). A target name is
+ * a layer name, or else (as PEFT's target_modules) a suffix after a '.' of
+ * layer names; one that designates no layer is LORAD_E_INVALID_CONFIG.
+ * With neither given, the profile is fully partial. Caller frees with
+ * adapter_profile_free(). */
 int adapter_profile_from_config(const struct model *m, int max_rank,
                                 const char *const *target_modules, size_t n_targets,
                                 struct adapter_profile **out, struct lorad_error *err);
@@ -75,24 +87,26 @@ void adapter_profile_free(struct adapter_profile **p);
 
 /* JSON of SPEC 6 /status "profile": {max_rank, target_modules (names),
  * use_rslora, use_dora, lora_dropout, alpha_pattern}; cJSON null when the
- * profile is partial in both halves. Caller owns the result. The same
- * object round-trips through adapter_profile_from_json() (state file). */
+ * profile is partial in both halves; an unknown member is null (max_rank
+ * and target_modules each, the four compared fields together). Caller owns
+ * the result (NULL on out-of-memory). The same object round-trips through
+ * adapter_profile_from_json() (state file); errors there are
+ * LORAD_E_INVALID_CONFIG naming the member. */
 cJSON *adapter_profile_to_json(const struct adapter_profile *p, const struct model *m);
-int adapter_profile_from_json(const cJSON *j, const struct model *m,
-                              struct adapter_profile **out, struct lorad_error *err);
+int adapter_profile_from_json(const cJSON *j, const struct model *m, struct adapter_profile **out,
+                              struct lorad_error *err);
 
 /* Opens directory `name` beneath `adapter_dirfd` with
  * openat2(RESOLVE_BENEATH) (symlinks only if they stay inside).
  * LORAD_E_FORBIDDEN_NAME when the name breaks the rule or resolves outside,
  * LORAD_E_ADAPTER_NOT_FOUND when it does not exist (or is not a directory).
  * On success *dirfd_out is an O_DIRECTORY fd the caller closes. */
-int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out,
-                     struct lorad_error *err);
+int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out, struct lorad_error *err);
 
 struct adapter_stage_args {
-    int adapter_dirfd;               /* the configured adapter_dir, opened */
-    const char *name;                /* directory name under adapter_dir */
-    const char *expected_sha256;     /* hex, any case, or NULL */
+    int adapter_dirfd;           /* the configured adapter_dir, opened */
+    const char *name;            /* directory name under adapter_dir */
+    const char *expected_sha256; /* hex, any case, or NULL */
     const struct model *model;
     const struct adapter_profile *profile; /* may be partial */
 };
@@ -100,8 +114,11 @@ struct adapter_stage_args {
 /* Stages an adapter (see the top of this file). On success returns 0, sets
  * *snap_out to a complete snapshot (version 0) the caller owns, and, when the
  * input profile was partial, *profile_out to the completed profile the
- * caller owns (else *profile_out is NULL). On failure nothing is allocated
- * and err names what is wrong with one of the codes of SPEC 4 / 6. */
+ * caller owns (else *profile_out is NULL). The limits are completed only by
+ * an adapter that has LoRA layers (one with modules_to_save tensors only
+ * leaves them for the next). On failure nothing is allocated and err names
+ * what is wrong with one of the codes of SPEC 4 / 6. Config fields PEFT
+ * always writes default as PEFT does when absent (r 8, lora_alpha 8). */
 int adapter_stage(const struct adapter_stage_args *a, struct snapshot **snap_out,
                   struct adapter_profile **profile_out, struct lorad_error *err);
 

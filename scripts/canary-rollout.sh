@@ -34,6 +34,7 @@ TMPD=""
 HTTP_STATUS=""
 HTTP_BODY=""
 CANARY_LIVE=0
+CANARY_VERSION=""
 
 usage() {
     cat <<'EOF'
@@ -121,13 +122,22 @@ server_error() {
     printf 'HTTP %s %s' "$HTTP_STATUS" "$_e"
 }
 
-# rollback_and_fail REASON: aborts the canary and exits 1.
+# rollback_and_fail REASON: aborts the canary and exits 1. POST /rollback {}
+# aborts a live canary but, without one, rolls the stable back to history,
+# so it is sent only while /status still shows this run's canary.
 rollback_and_fail() {
     say "gate failed: $1"
+    request GET /status
+    _cur=$(printf '%s' "$HTTP_BODY" | jq -r 'if .canary then "\(.canary.adapter) \(.canary.version)" else "none" end' 2>/dev/null)
+    if [ "$HTTP_STATUS" != 200 ] || [ "$_cur" != "$ADAPTER $CANARY_VERSION" ]; then
+        say "not rolling back: the canary is no longer $ADAPTER v$CANARY_VERSION (now: ${_cur:-unknown}); /rollback would roll back the stable instead" >&2
+        exit 1
+    fi
     post /rollback '{}'
+    CANARY_LIVE=0
     if [ "$HTTP_STATUS" = 200 ]; then
         _now=$(printf '%s' "$HTTP_BODY" | jq -r '"\(.adapter) v\(.version)"' 2>/dev/null)
-        say "rolled back: canary $ADAPTER aborted, stable ${_now:-unchanged} serving"
+        say "rolled back: canary $ADAPTER v$CANARY_VERSION aborted, stable ${_now:-unchanged} serving"
     else
         say "ROLLBACK FAILED: $(server_error); the canary may still be live" >&2
     fi
@@ -139,7 +149,6 @@ rollback_and_fail() {
 interrupted() {
     trap - INT TERM
     if [ "$CANARY_LIVE" = 1 ]; then
-        CANARY_LIVE=0
         rollback_and_fail "interrupted"
     fi
     exit 130
@@ -192,9 +201,9 @@ check_step() {
     if [ "$HTTP_STATUS" != 200 ]; then
         rollback_and_fail "GET /status answered $(server_error)"
     fi
-    _cad=$(status_field '.canary.adapter // empty')
-    if [ "$_cad" != "$ADAPTER" ]; then
-        say "the canary is no longer $ADAPTER (now: ${_cad:-none}); someone else changed the serving state" >&2
+    _cad=$(status_field 'if .canary then "\(.canary.adapter) \(.canary.version)" else "none" end')
+    if [ "$_cad" != "$ADAPTER $CANARY_VERSION" ]; then
+        say "the canary is no longer $ADAPTER v$CANARY_VERSION (now: $_cad); someone else changed the serving state" >&2
         exit 2
     fi
     _cpct=$(status_field '.canary.percent')
@@ -209,7 +218,11 @@ check_step() {
         say "GET /status: unreadable evidence: $(printf '%s' "$HTTP_BODY" | head -c 200)" >&2
         rollback_and_fail "no usable evidence in /status"
     fi
-    _line="step $1/$2: canary at $3% (server: $_cpct%): requests=$_cr, errors=$_ce, nonfinite=$_cn, p99 canary=${_cp}ms stable=${_sp}ms"
+    _cpd=$_cp
+    _spd=$_sp
+    if is_number "$_cp"; then _cpd="${_cp}ms"; fi
+    if is_number "$_sp"; then _spd="${_sp}ms"; fi
+    _line="step $1/$2: canary at $3% (server: $_cpct%): requests=$_cr, errors=$_ce, nonfinite=$_cn, p99 canary=$_cpd stable=$_spd"
     if ! awk_true "$_cn <= $MAX_NONFINITE"; then
         say "$_line FAIL"
         rollback_and_fail "canary nonfinite_rows=$_cn > --max-nonfinite $MAX_NONFINITE"
@@ -322,6 +335,7 @@ main() {
         say "swap refused: $(server_error)" >&2
         exit 2
     fi
+    CANARY_VERSION=$(printf '%s' "$HTTP_BODY" | jq -r '.version' 2>/dev/null)
     CANARY_LIVE=1
     say "swap: $(printf '%s' "$HTTP_BODY" | jq -r '"canary \(.adapter) v\(.version) at generation \(.generation), staged in \(.stage_ms) ms"' 2>/dev/null)"
 

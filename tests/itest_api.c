@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "itestutil.h"
 
@@ -1027,6 +1028,121 @@ START_TEST(test_nonfinite_canary)
 }
 END_TEST
 
+/* ---- control_listen and auth ---- */
+
+static void expect_status_on(struct itu_client *c, const char *method, const char *path,
+                             const char *body, long status, const char *code, const char *plane)
+{
+    struct itu_resp r;
+    char what[160];
+    itu_client_do(c, method, path, body, body ? strlen(body) : 0,
+                  body ? "application/json" : NULL, NULL, 0, &r);
+    snprintf(what, sizeof(what), "%s %s on the %s listener", method, path, plane);
+    if (code)
+        expect_error(&r, what, status, code);
+    else
+        ck_assert_msg(r.status == status, "%s: expected %ld, got %s", what, status,
+                      itu_describe(&r));
+    itu_resp_free(&r);
+}
+
+START_TEST(test_control_listen)
+{
+    int lport = itu_free_port(), cport;
+    do
+        cport = itu_free_port();
+    while (cport == lport);
+    char over[256];
+    snprintf(over, sizeof(over),
+             "{\"listen\":\"127.0.0.1:%d\",\"control_listen\":\"127.0.0.1:%d\"}", lport, cport);
+    struct itu_daemon *d = itu_daemon_start(NULL, over);
+    struct itu_client *data = d->client, *ctl = itu_client_new(cport);
+    double *x = itu_rows(22, 1, M->in);
+    char *row = itu_json_rows(x, 1, M->in, false, NULL);
+    /* the data plane: /infer only, plus health */
+    expect_status_on(data, "POST", "/swap", "{\"adapter\":\"demo-b\"}", 404, "not_found", "data");
+    expect_status_on(data, "POST", "/rollback", "{}", 404, "not_found", "data");
+    expect_status_on(data, "POST", "/canary", "{\"percent\":5}", 404, "not_found", "data");
+    expect_status_on(data, "POST", "/promote", "{}", 404, "not_found", "data");
+    expect_status_on(data, "GET", "/status", NULL, 404, "not_found", "data");
+    expect_status_on(data, "GET", "/adapters", NULL, 404, "not_found", "data");
+    expect_status_on(data, "POST", "/infer", row, 200, NULL, "data");
+    /* the control plane: everything but /infer */
+    expect_status_on(ctl, "POST", "/infer", row, 404, "not_found", "control");
+    expect_status_on(ctl, "GET", "/status", NULL, 200, NULL, "control");
+    expect_status_on(ctl, "GET", "/adapters", NULL, 200, NULL, "control");
+    expect_status_on(ctl, "POST", "/swap", "{\"adapter\":\"demo-b\"}", 200, NULL, "control");
+    static const char *const both[] = {"/healthz", "/readyz", "/metrics"};
+    for (int i = 0; i < 3; i++) {
+        expect_status_on(data, "GET", both[i], NULL, 200, NULL, "data");
+        expect_status_on(ctl, "GET", both[i], NULL, 200, NULL, "control");
+    }
+    infer_expect(d, x, 1, true, false, NULL, NULL, RB, "demo-b", 2, "stable");
+    free(row);
+    free(x);
+    itu_client_free(&ctl);
+    stop_ok(&d);
+}
+END_TEST
+
+static void post_auth(struct itu_daemon *d, const char *path, const char *body,
+                      const char *auth, long status, const char *code)
+{
+    struct itu_resp r;
+    const char *hdrs[] = {auth, NULL};
+    char what[256];
+    itu_req(d, "POST", path, body, strlen(body), "application/json", auth ? hdrs : NULL, &r);
+    snprintf(what, sizeof(what), "POST %s %s with '%s'", path, body, auth ? auth : "no token");
+    if (code)
+        expect_error(&r, what, status, code);
+    else
+        ck_assert_msg(r.status == status, "%s: expected %ld, got %s", what, status,
+                      itu_describe(&r));
+    itu_resp_free(&r);
+}
+
+START_TEST(test_auth_token)
+{
+    char *dir = itu_tmpdir();
+    char *tok = tu_path(dir, "token");
+    tu_write_text(tok, "s3cret-Token_42\n");
+    ck_assert(chmod(tok, 0600) == 0);
+    char over[512];
+    snprintf(over, sizeof(over), "{\"auth_token_file\":\"%s\"}", tok);
+    struct itu_daemon *d = itu_daemon_start(dir, over);
+    cJSON *st = get_status(d); /* GET needs no token */
+    double failed = itu_jnum(st, "swaps.failed", -1);
+    cJSON_Delete(st);
+    const char *body = "{\"adapter\":\"demo-b\"}";
+    post_auth(d, "/swap", body, NULL, 401, "unauthorized");
+    post_auth(d, "/swap", body, "Authorization: Bearer wrong", 401, "unauthorized");
+    post_auth(d, "/swap", body, "Authorization: Bearer s3cret-Token_4", 401, "unauthorized");
+    post_auth(d, "/swap", body, "Authorization: Bearer s3cret-Token_42x", 401, "unauthorized");
+    post_auth(d, "/swap", body, "Authorization: Basic czNjcmV0LVRva2VuXzQy", 401,
+              "unauthorized");
+    post_auth(d, "/rollback", "{}", NULL, 401, "unauthorized");
+    post_auth(d, "/canary", "{\"percent\":5}", NULL, 401, "unauthorized");
+    post_auth(d, "/promote", "{}", NULL, 401, "unauthorized");
+    st = get_status(d);
+    expect_snapshot_name(st, "stable", "demo-a", 1, "GET /status after refused 401 swaps");
+    ck_assert_msg(itu_jnum(st, "swaps.failed", -1) == failed,
+                  "swaps.failed counted 401 answers (%.0f -> %.0f)", failed,
+                  itu_jnum(st, "swaps.failed", -1));
+    cJSON_Delete(st);
+    /* /infer needs no token */
+    double *x = itu_rows(23, 1, M->in);
+    infer_expect(d, x, 1, false, false, NULL, NULL, RA, "demo-a", 1, "stable");
+    post_auth(d, "/swap", body, "Authorization: Bearer s3cret-Token_42", 200, NULL);
+    infer_expect(d, x, 1, false, false, NULL, NULL, RB, "demo-b", 2, "stable");
+    post_auth(d, "/rollback", "{}", "Authorization: Bearer s3cret-Token_42", 200, NULL);
+    infer_expect(d, x, 1, true, false, NULL, NULL, RA, "demo-a", 1, "stable");
+    free(x);
+    free(tok);
+    free(dir);
+    stop_ok(&d);
+}
+END_TEST
+
 int main(void)
 {
     itu_init();
@@ -1051,6 +1167,8 @@ int main(void)
     tcase_add_test(tc, test_status_fields);
     tcase_add_test(tc, test_canary);
     tcase_add_test(tc, test_nonfinite_canary);
+    tcase_add_test(tc, test_control_listen);
+    tcase_add_test(tc, test_auth_token);
     suite_add_tcase(s, tc);
     int failed = itu_run_suite(s);
     itu_adapter_free(&RA);

@@ -108,13 +108,15 @@ static void snap_text(const cJSON *st, const char *path, char *buf, size_t n)
 /* ---- SIGTERM with requests in flight ---- */
 
 #define DRAIN_CLIENTS 20
-#define DRAIN_ROWS 1024
+#define DRAIN_ROWS 512
 
 struct drain_client {
     pthread_t th;
     int port;
     atomic_int *started;
     atomic_int *term_sent;
+    atomic_int *answered;
+    const char *body;   /* the request body, shared */
     long status;
     bool after_term;    /* answered after SIGTERM was sent */
     double worst;
@@ -125,15 +127,12 @@ static void *drain_main(void *arg)
 {
     struct drain_client *c = arg;
     struct itu_client *hc = itu_client_new(c->port);
-    double *x = malloc(sizeof(double) * DRAIN_ROWS * M->in);
-    for (int r = 0; r < DRAIN_ROWS; r++)
-        memcpy(x + (size_t)r * M->in, X + (size_t)(r % KNOWN_ROWS) * M->in,
-               sizeof(double) * M->in);
-    char *body = itu_json_rows(x, DRAIN_ROWS, M->in, true, NULL);
+    const char *body = c->body;
     struct itu_resp r;
     atomic_fetch_add(c->started, 1);
     itu_client_do(hc, "POST", "/infer", body, strlen(body), "application/json", NULL, 60000, &r);
     c->after_term = atomic_load(c->term_sent) != 0;
+    atomic_fetch_add(c->answered, 1);
     c->status = r.status;
     if (r.status == 200) {
         float *out = malloc(sizeof(float) * DRAIN_ROWS * M->out);
@@ -156,31 +155,80 @@ static void *drain_main(void *arg)
         snprintf(c->why, sizeof(c->why), "%s", itu_describe(&r));
     }
     itu_resp_free(&r);
-    free(body);
-    free(x);
     itu_client_free(&hc);
     return NULL;
 }
 
+/* The value of an unlabelled sample in GET /metrics, -1 when absent. */
+static double metric_value(struct itu_daemon *d, const char *name)
+{
+    struct itu_resp r;
+    double v = -1;
+    size_t n = strlen(name);
+    itu_get(d, "/metrics", &r);
+    for (const char *p = r.status == 200 ? r.body : ""; p && *p;) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    itu_resp_free(&r);
+    return v;
+}
+
 START_TEST(test_sigterm_drains)
 {
-    struct itu_daemon *d = itu_daemon_start(NULL, "{\"workers\": 1}");
+    struct itu_daemon *d = itu_daemon_start(NULL, "{\"workers\": 1, \"drain_timeout_ms\": 60000}");
     struct drain_client c[DRAIN_CLIENTS];
-    atomic_int started = 0, term_sent = 0;
+    atomic_int started = 0, term_sent = 0, answered = 0;
     memset(c, 0, sizeof(c));
+    /* one body of DRAIN_ROWS rows (the known rows repeated), made before
+     * the clients start so that they all send at once */
+    double *x = malloc(sizeof(double) * DRAIN_ROWS * M->in);
+    for (int r = 0; r < DRAIN_ROWS; r++)
+        memcpy(x + (size_t)r * M->in, X + (size_t)(r % KNOWN_ROWS) * M->in,
+               sizeof(double) * M->in);
+    char *body = itu_json_rows(x, DRAIN_ROWS, M->in, true, NULL);
+    free(x);
+    /* does the gauge count the /metrics request that reads it? */
+    double self_count = metric_value(d, "lorad_inflight_requests");
+    self_count = self_count > 0 ? self_count : 0;
     for (int i = 0; i < DRAIN_CLIENTS; i++) {
         c[i].port = d->port;
         c[i].started = &started;
         c[i].term_sent = &term_sent;
+        c[i].answered = &answered;
+        c[i].body = body;
         ck_assert(pthread_create(&c[i].th, NULL, drain_main, &c[i]) == 0);
     }
     while (atomic_load(&started) < DRAIN_CLIENTS) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
-    /* let the 20 bodies (about 3 MB each) arrive, then SIGTERM */
-    struct timespec ts = {0, 150 * 1000000L};
-    nanosleep(&ts, NULL);
+    /* SIGTERM once the daemon has received all 20: answered + its
+     * in-flight gauge (without that gauge, after a fixed second) */
+    bool seen_all = false;
+    int done = 0;
+    double n = -1;
+    for (int i = 0; i < 1000 && !seen_all; i++) { /* up to 10 s */
+        done = atomic_load(&answered); /* before the gauge: never over-counts */
+        n = metric_value(d, "lorad_inflight_requests");
+        if (n < 0)
+            break;
+        seen_all = done + n - self_count >= DRAIN_CLIENTS;
+        struct timespec ts = {0, 10 * 1000000L};
+        if (!seen_all)
+            nanosleep(&ts, NULL);
+    }
+    if (!seen_all) {
+        printf("itest_lifecycle: answered (%d) + lorad_inflight_requests (%g, self %g) never "
+               "reached %d; SIGTERM after 1 s\n",
+               done, n, self_count, DRAIN_CLIENTS);
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+    }
     atomic_store(&term_sent, 1);
     itu_daemon_signal(d, SIGTERM);
     int ok = 0, late = 0;
@@ -189,6 +237,7 @@ START_TEST(test_sigterm_drains)
         ok += c[i].status == 200 && c[i].worst <= 1.0;
         late += c[i].after_term;
     }
+    free(body);
     int rc = itu_daemon_wait(d, 30000);
     printf("itest_lifecycle: SIGTERM with %d requests of %d rows sent; %d answered after the "
            "signal; %d answered 200 with matching outputs; exit status %d\n",
@@ -387,6 +436,99 @@ START_TEST(test_check_config)
 }
 END_TEST
 
+/* ---- shutdown_delay_ms: not ready at once, still serving ---- */
+
+START_TEST(test_shutdown_delay)
+{
+    struct itu_daemon *d = itu_daemon_start(NULL, "{\"shutdown_delay_ms\": 2000}");
+    struct itu_resp r;
+    itu_daemon_signal(d, SIGTERM);
+    long st = 0;
+    for (int i = 0; i < 100 && st != 503; i++) { /* "at once": allow 1 s for the signal */
+        itu_get(d, "/readyz", &r);
+        st = r.status;
+        if (st != 503) {
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (st == 503) {
+            const char *why;
+            ck_assert_msg(itu_error_shape_ok(&r, &why), "GET /readyz 503 body: %s: %s", why,
+                          itu_describe(&r));
+        }
+        itu_resp_free(&r);
+    }
+    ck_assert_msg(st == 503, "GET /readyz after SIGTERM (shutdown_delay_ms 2000): %ld, not 503",
+                  st);
+    /* during the delay the daemon keeps serving normally */
+    infer_expect(d, NULL, RA, "demo-a", 1);
+    itu_get(d, "/healthz", &r);
+    ck_assert_msg(r.status == 200, "GET /healthz during the shutdown delay: %s",
+                  itu_describe(&r));
+    itu_resp_free(&r);
+    int rc = itu_daemon_wait(d, 15000);
+    ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM with shutdown_delay_ms; log:\n%s",
+                  rc, itu_log_tail(d, 2000));
+    itu_daemon_free(&d);
+}
+END_TEST
+
+/* ---- SIGHUP re-reads the reloadable keys ---- */
+
+static long rows_status(struct itu_daemon *d, int rows)
+{
+    struct itu_resp r;
+    char *b = itu_json_rows(X, rows, M->in, true, NULL);
+    long st = itu_req(d, "POST", "/infer", b, strlen(b), "application/json", NULL, &r);
+    itu_resp_free(&r);
+    free(b);
+    return st;
+}
+
+START_TEST(test_sighup_reload)
+{
+    char *dir = itu_tmpdir();
+    struct itu_daemon *d = itu_daemon_start(dir, "{\"max_rows_per_request\": 4}");
+    ck_assert_msg(rows_status(d, 3) == 200, "3 rows with max_rows_per_request 4: not 200");
+    char over[256];
+    snprintf(over, sizeof(over), "{\"listen\":\"127.0.0.1:%d\",\"max_rows_per_request\": 2}",
+             d->port);
+    free(itu_config_write(dir, over, NULL));
+    itu_daemon_signal(d, SIGHUP);
+    long st = 200;
+    for (int i = 0; i < 500 && st == 200; i++) { /* up to 5 s for the reload */
+        st = rows_status(d, 3);
+        ck_assert_msg(st == 200 || st == 400, "POST /infer while reloading: status %ld", st);
+        if (st == 200) {
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    ck_assert_msg(st == 400, "after SIGHUP with max_rows_per_request 2, 3 rows still answer %ld",
+                  st);
+    ck_assert_msg(rows_status(d, 2) == 200, "2 rows after the reload: not 200");
+    /* an invalid config on SIGHUP: the old one stays */
+    char *cfg = tu_path(dir, "lorad.json");
+    tu_write_text(cfg, "{\"max_rows_per_request\": \"many\", ");
+    itu_daemon_signal(d, SIGHUP);
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    struct itu_resp r;
+    itu_get(d, "/readyz", &r);
+    ck_assert_msg(r.status == 200, "GET /readyz after SIGHUP with a broken config: %s",
+                  itu_describe(&r));
+    itu_resp_free(&r);
+    ck_assert_msg(rows_status(d, 3) == 400 && rows_status(d, 2) == 200,
+                  "a broken config on SIGHUP changed the limits");
+    free(cfg);
+    int rc = itu_daemon_stop(d, 15000);
+    ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM; log:\n%s", rc,
+                  itu_log_tail(d, 2000));
+    itu_daemon_free(&d);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     itu_init();
@@ -403,6 +545,8 @@ int main(void)
     tcase_add_test(tc, test_restart_restores);
     tcase_add_test(tc, test_restore_tampered);
     tcase_add_test(tc, test_check_config);
+    tcase_add_test(tc, test_shutdown_delay);
+    tcase_add_test(tc, test_sighup_reload);
     suite_add_tcase(s, tc);
     int failed = itu_run_suite(s);
     itu_adapter_free(&RA);

@@ -11,22 +11,33 @@
  * - `make -f mk/install.mk install DESTDIR=...` puts the binary, the units
  *   (ExecStart rewritten to the prefix) and the default config in place and
  *   keeps an existing config.
- * - shellcheck on scripts/canary-rollout.sh and its usage errors.
+ * - shellcheck on scripts/canary-rollout.sh and its usage errors; then the
+ *   script against the real daemon serving the demo (build/lorad-mkdemo):
+ *   demo-b passes every gate and is promoted (exit 0), demo-overflow fails
+ *   the --probe gate and is rolled back (exit 1), bad-rank is refused by
+ *   /swap (exit 2). --interval 0 and the probe gate: nothing depends on
+ *   timing.
  *
  * A missing tool (systemd-analyze, make, shellcheck) prints "SKIP: ..." and
  * the test passes: Check has no skip. Sources are found relative to
  * $LORAD_SRCDIR (default: the current directory, the repository root under
  * `make check`).
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -249,15 +260,16 @@ static void ut_check_security(const char *unit)
     int rc;
     if (!ut_have_tool("systemd-analyze")) {
         printf("SKIP: security %s: systemd-analyze is not installed (Debian package "
-               "systemd); the exposure level was not measured\n", unit);
+               "systemd); the exposure level was not measured\n",
+               unit);
         return;
     }
     bin = ut_lorad_bin();
     ck_assert_msg(bin != NULL, "the daemon binary is missing: set LORAD_BIN or build build/lorad");
     dir = ut_stage_units(bin);
     {
-        char *argv[] = {"systemd-analyze", "security", "--offline=yes", "--no-pager",
-                        (char *)unit, NULL};
+        char *argv[] = {"systemd-analyze", "security",   "--offline=yes",
+                        "--no-pager",      (char *)unit, NULL};
         rc = ut_run(argv, dir, &out);
     }
     level = ut_exposure(out);
@@ -292,7 +304,8 @@ START_TEST(units_contract)
         const char *conf = tmpl ? "/etc/lorad/%i.json" : "/etc/lorad/lorad.json";
         char want[256];
         if (strstr(ut_units[i], ".socket")) {
-            ck_assert_msg(ut_directive(t, "ListenStream=") != NULL, "lorad.socket: no ListenStream");
+            ck_assert_msg(ut_directive(t, "ListenStream=") != NULL,
+                          "lorad.socket: no ListenStream");
             ck_assert(ut_directive_is(t, "Accept=", "no"));
             ck_assert(ut_directive_is(t, "Service=", "lorad.service"));
             free(t);
@@ -348,8 +361,8 @@ START_TEST(install_rules)
     snprintf(destarg, sizeof(destarg), "DESTDIR=%s", dest);
     snprintf(barg, sizeof(barg), "B=%s", bdir);
     {
-        char *argv[] = {"make", "--no-print-directory", "-f", mk, barg, destarg,
-                        "PREFIX=/opt/lorad", "install", NULL};
+        char *argv[] = {"make",  "--no-print-directory", "-f",      mk,  barg,
+                        destarg, "PREFIX=/opt/lorad",    "install", NULL};
         rc = ut_run(argv, ut_srcdir(), &out);
         ck_assert_msg(rc == 0, "make install exited %d:\n%s", rc, out);
         free(out);
@@ -427,16 +440,16 @@ START_TEST(canary_script_lint)
         free(out);
     }
     {
-        char *argv[] = {script, "--url", "http://127.0.0.1:1", "--adapter", "a",
-                        "--steps", "5,1", NULL};
+        char *argv[] = {script, "--url", "http://127.0.0.1:1", "--adapter", "a", "--steps",
+                        "5,1",  NULL};
         rc = ut_run(argv, NULL, &out);
         ck_assert_msg(rc == 64, "decreasing steps: exit %d:\n%s", rc, out);
         free(out);
     }
     if (ut_have_tool("curl") && ut_have_tool("jq")) {
         /* Port 1 on loopback: nothing listens there. */
-        char *argv[] = {script, "--url", "http://127.0.0.1:1", "--adapter", "a",
-                        "--interval", "0", NULL};
+        char *argv[] = {script, "--url", "http://127.0.0.1:1", "--adapter", "a", "--interval",
+                        "0",    NULL};
         rc = ut_run(argv, NULL, &out);
         ck_assert_msg(rc == 3, "unreachable daemon: exit %d:\n%s", rc, out);
         ck_assert(strstr(out, "unreachable") != NULL);
@@ -445,6 +458,172 @@ START_TEST(canary_script_lint)
         printf("SKIP: canary_script_lint: curl or jq missing; the unreachable case was not run\n");
     }
     free(script);
+}
+END_TEST
+
+/* ---- the canary script against the real daemon ---- */
+
+/* A loopback TCP port that was free a moment ago. */
+static int ut_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    ck_assert_int_ge(fd, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Starts `argv` with output into `log`; it gets SIGTERM when the test
+ * process ends, even on a failed assertion. */
+static pid_t ut_spawn(char *const argv[], const char *log)
+{
+    pid_t pid;
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        close(fd);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Runs a shell command line; returns its exit status and output. */
+static int ut_sh(const char *cmd, char **out)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+    return ut_run(argv, NULL, out);
+}
+
+/* The first line of `jq -r FILTER` over GET /status. (malloc'd) */
+static char *ut_status(const char *url, const char *filter)
+{
+    char cmd[1024], *out = NULL, *nl;
+    int rc;
+    snprintf(cmd, sizeof(cmd), "curl -sS --max-time 30 '%s/status' | jq -r '%s'", url, filter);
+    rc = ut_sh(cmd, &out);
+    ck_assert_msg(rc == 0, "%s: exit %d: %s", cmd, rc, out);
+    if ((nl = strchr(out, '\n')) != NULL)
+        *nl = '\0';
+    return out;
+}
+
+START_TEST(canary_script_live)
+{
+    const char *mkdemo_env = getenv("MKDEMO_BIN");
+    char *bin = ut_lorad_bin(), *mkdemo, *dir, *demo, *cfg, *log, *probe, *script, *out = NULL;
+    char url[96], listen[64], cmd[2048];
+    pid_t pid;
+    int rc, status = 0;
+    if (!ut_have_tool("curl") || !ut_have_tool("jq")) {
+        printf("SKIP: canary_script_live: curl or jq is not installed\n");
+        return;
+    }
+    ck_assert_msg(bin != NULL, "the daemon binary is missing: set LORAD_BIN or build build/lorad");
+    {
+        char *p = tu_path(ut_srcdir(), "build/lorad-mkdemo");
+        mkdemo = realpath(mkdemo_env && *mkdemo_env ? mkdemo_env : p, NULL);
+        free(p);
+    }
+    ck_assert_msg(mkdemo != NULL, "lorad-mkdemo is missing: set MKDEMO_BIN or build it");
+    dir = tu_mkdtemp();
+    demo = tu_path(dir, "demo");
+    cfg = tu_path(demo, "lorad.json");
+    log = tu_path(dir, "lorad.log");
+    probe = tu_path(dir, "probe.json");
+    script = tu_path(ut_srcdir(), "scripts/canary-rollout.sh");
+    {
+        char *argv[] = {mkdemo, demo, NULL};
+        rc = ut_run(argv, NULL, &out);
+        ck_assert_msg(rc == 0, "lorad-mkdemo exited %d:\n%s", rc, out);
+        free(out);
+    }
+    /* Probe rows of the demo's width (the model's in_features). */
+    snprintf(cmd, sizeof(cmd),
+             "jq -c '.layers[0].in_features as $n | [range(3) as $r | [range($n) as $i | "
+             "((($i * 7 + $r * 3) %% 11) - 5) / 10]]' '%s/model/config.json' > '%s'",
+             demo, probe);
+    rc = ut_sh(cmd, &out);
+    ck_assert_msg(rc == 0, "building the probe: %s", out);
+    free(out);
+
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", ut_free_port());
+    snprintf(url, sizeof(url), "http://%s", listen);
+    {
+        char *argv[] = {bin, "--config", cfg, "--listen", listen, NULL};
+        pid = ut_spawn(argv, log);
+    }
+    /* Wait until it serves (a bounded number of polls, no timing claim). */
+    snprintf(cmd, sizeof(cmd), "curl -sf --max-time 5 '%s/readyz'", url);
+    for (int i = 0; i < 300; i++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        rc = ut_sh(cmd, &out);
+        free(out);
+        if (rc == 0 || waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_msg(rc == 0, "lorad did not become ready on %s (log %s)", listen, log);
+
+    /* A good adapter: every step passes, then promote. */
+    snprintf(cmd, sizeof(cmd),
+             "'%s' --url '%s' --adapter demo-b --steps 1,50,100 --interval 0 --probe '%s'", script,
+             url, probe);
+    rc = ut_sh(cmd, &out);
+    printf("%s", out);
+    ck_assert_msg(rc == 0, "demo-b rollout exited %d:\n%s", rc, out);
+    ck_assert(strstr(out, "step 3/3: canary at 100%") != NULL);
+    ck_assert(strstr(out, "promoted: demo-b") != NULL);
+    free(out);
+    out = ut_status(url, ".stable.adapter + \" \" + (.canary | tostring)");
+    ck_assert_str_eq(out, "demo-b null");
+    free(out);
+
+    /* An adapter whose outputs overflow: the probe gate rolls it back. */
+    snprintf(cmd, sizeof(cmd), "'%s' --url '%s' --adapter demo-overflow --interval 0 --probe '%s'",
+             script, url, probe);
+    rc = ut_sh(cmd, &out);
+    printf("%s", out);
+    ck_assert_msg(rc == 1, "demo-overflow rollout exited %d:\n%s", rc, out);
+    ck_assert(strstr(out, "gate failed: probe on canary") != NULL);
+    ck_assert(strstr(out, "rolled back") != NULL);
+    free(out);
+    out = ut_status(url, ".stable.adapter + \" \" + (.canary | tostring)");
+    ck_assert_str_eq(out, "demo-b null");
+    free(out);
+
+    /* An adapter the daemon refuses: exit 2 with the server's error. */
+    snprintf(cmd, sizeof(cmd), "'%s' --url '%s' --adapter bad-rank --interval 0", script, url);
+    rc = ut_sh(cmd, &out);
+    printf("%s", out);
+    ck_assert_msg(rc == 2, "bad-rank rollout exited %d:\n%s", rc, out);
+    ck_assert(strstr(out, "rank_too_large") != NULL);
+    free(out);
+
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "lorad did not exit 0 (log %s)",
+                  log);
+    tu_rmrf(dir);
+    free(script);
+    free(probe);
+    free(log);
+    free(cfg);
+    free(demo);
+    free(dir);
+    free(mkdemo);
+    free(bin);
 }
 END_TEST
 
@@ -459,6 +638,7 @@ static Suite *ut_suite(void)
     tcase_add_test(tc, units_security_template);
     tcase_add_test(tc, install_rules);
     tcase_add_test(tc, canary_script_lint);
+    tcase_add_test(tc, canary_script_live);
     suite_add_tcase(s, tc);
     return s;
 }
