@@ -13,7 +13,7 @@ PKGS      := libmicrohttpd libcjson openblas libuv liburcu-qsbr nettle
 TEST_PKGS := check libcurl
 DEB_PKGS  := build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev \
              libuv1-dev liburcu-dev nettle-dev check libcurl4-openssl-dev curl jq wrk \
-             clang systemd
+             clang systemd shellcheck
 
 CC      ?= cc
 OPT     ?= -O2 -g
@@ -26,6 +26,7 @@ endif
 ifeq ($(TSAN),1)
 B       := build/tsan
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+export TSAN_OPTIONS := suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)
 endif
 
 # pkg-config is asked only when the packages are there (else `make deps` first).

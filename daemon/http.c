@@ -196,10 +196,9 @@ void http_respond(struct http_request *r, int status, const char *content_type, 
     in->resp = resp;
     in->status = status;
     in->answered = true;
-    if (in->counted && h) {
-        in->counted = false;
-        h->inflight--;
-    }
+    /* Stays counted in h->inflight until MHD reports the answer sent
+     * (on_completed): the drain must not close a connection whose answer
+     * is queued but not yet written. */
     if (in->suspended) {
         in->suspended = false;
         MHD_resume_connection(in->conn);

@@ -585,7 +585,8 @@ static int parse_json(const struct lorad_server *srv, struct infer_job *job,
 {
     struct http_request *r = job->r;
     struct jp j = {r->body, r->body, r->body + r->body_len, err};
-    struct rows rows = {NULL, 0, 0, srv->model->in_features, srv->cfg.max_rows_per_request};
+    struct rows rows = {NULL, 0, 0, srv->model->in_features,
+                        __atomic_load_n(&srv->cfg.max_rows_per_request, __ATOMIC_RELAXED)};
     unsigned seen = 0;
     int rc;
 
@@ -650,7 +651,8 @@ static int parse_binary(const struct lorad_server *srv, struct infer_job *job,
 {
     struct http_request *r = job->r;
     size_t width = (size_t)srv->model->in_features, rowb = width * 4, rows, i, n;
-    size_t maxr = srv->cfg.max_rows_per_request > 0 ? (size_t)srv->cfg.max_rows_per_request : 1024;
+    int max_rows = __atomic_load_n(&srv->cfg.max_rows_per_request, __ATOMIC_RELAXED);
+    size_t maxr = max_rows > 0 ? (size_t)max_rows : 1024;
     const unsigned char *b = (const unsigned char *)r->body;
 
     if (r->body_len == 0 || r->body_len % rowb != 0)

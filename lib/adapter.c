@@ -998,15 +998,16 @@ static bool classify(const char *key, const char **stem, size_t *stem_len, enum 
 
 /* A growing comma-separated list, truncated to fit an error message. */
 struct namelist {
-    char buf[LORAD_ERROR_MSG_MAX - 96];
+    char buf[224];
     size_t len;
     size_t count;
+    bool cut; /* names left out; buf ends with ", ..." */
 };
 
 static void namelist_add(struct namelist *l, const char *name, size_t len)
 {
-    size_t room = sizeof(l->buf) - l->len;
-    int n;
+    const size_t cap = sizeof(l->buf) - 6; /* room kept for ", ..." */
+    size_t need = len + (l->len ? 2 : 0);
 
     /* skip duplicates (a layer named by several tensors) */
     for (const char *p = l->buf; l->len && p && *p;) {
@@ -1017,17 +1018,16 @@ static void namelist_add(struct namelist *l, const char *name, size_t len)
         p = e ? e + 2 : NULL;
     }
     l->count++;
-    if (room <= 5)
+    if (l->cut)
         return;
-    n = snprintf(l->buf + l->len, room, "%s%.*s", l->len ? ", " : "", (int)len, name);
-    if (n < 0 || (size_t)n >= room) {
-        l->len = sizeof(l->buf) - 5;
-        memcpy(l->buf + l->len, ", ...", 5);
-        l->buf[sizeof(l->buf) - 1] = '\0';
-        l->len = sizeof(l->buf);
+    if (l->len + need >= cap) {
+        memcpy(l->buf + l->len, l->len ? ", ..." : "...", l->len ? 6 : 4);
+        l->cut = true;
         return;
     }
-    l->len += (size_t)n;
+    snprintf(l->buf + l->len, sizeof(l->buf) - l->len, "%s%.*s", l->len ? ", " : "", (int)len,
+             name);
+    l->len += need;
 }
 
 /* Step 5a: every tensor key is known; every layer named exists and may
@@ -1073,6 +1073,11 @@ static int stage_names(struct stage *s)
         return lorad_error_set(s->err, LORAD_E_UNKNOWN_TENSOR,
                                "%zu tensor(s) of no PEFT LoRA form: %s", unknown_t.count,
                                unknown_t.buf);
+    if (missing.count && untargeted.count)
+        return lorad_error_set(s->err, LORAD_E_UNKNOWN_MODULE,
+                               "%zu layer(s) not in the model: %s; %zu layer(s) not in the "
+                               "profile's target set: %s",
+                               missing.count, missing.buf, untargeted.count, untargeted.buf);
     if (missing.count)
         return lorad_error_set(s->err, LORAD_E_UNKNOWN_MODULE, "%zu layer(s) not in the model: %s",
                                missing.count, missing.buf);

@@ -224,22 +224,19 @@ static int check_layers(const struct model *m, struct lorad_error *err)
     return 0;
 }
 
-static int parse_config(const char *dir, struct model *m, struct lorad_error *err)
+/* Parses config.json text (len bytes, NUL not needed) into m->layers;
+ * `display` names the file in messages. */
+static int parse_config_text(const char *text, size_t len, const char *display, struct model *m,
+                             struct lorad_error *err)
 {
-    char path[4096];
-    char *text = NULL;
-    size_t len = 0;
     cJSON *root = NULL;
     const cJSON *layers;
     int rc;
 
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    text = read_small_file(path, MODEL_CONFIG_MAX_BYTES, &len, err);
-    if (!text)
-        return err ? err->code : LORAD_E_INVALID_MODEL;
     root = cJSON_ParseWithLength(text, len);
     if (!root) {
-        rc = lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: malformed JSON near byte %td", path,
+        rc = lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: malformed JSON near byte %td",
+                             display,
                              cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)0);
         goto fail;
     }
@@ -247,7 +244,7 @@ static int parse_config(const char *dir, struct model *m, struct lorad_error *er
     if (!cJSON_IsObject(root) || !cJSON_IsArray(layers) || cJSON_GetArraySize(layers) < 1 ||
         cJSON_GetArraySize(layers) > MODEL_MAX_LAYERS) {
         rc = lorad_error_set(err, LORAD_E_INVALID_MODEL,
-                             "%s: layers: must be an array of 1 to %d layer objects", path,
+                             "%s: layers: must be an array of 1 to %d layer objects", display,
                              MODEL_MAX_LAYERS);
         goto fail;
     }
@@ -263,8 +260,50 @@ static int parse_config(const char *dir, struct model *m, struct lorad_error *er
     rc = check_layers(m, err);
 fail:
     cJSON_Delete(root);
+    return rc;
+}
+
+static int parse_config(const char *dir, struct model *m, struct lorad_error *err)
+{
+    char path[4096];
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    text = read_small_file(path, MODEL_CONFIG_MAX_BYTES, &len, err);
+    if (!text)
+        return err ? err->code : LORAD_E_INVALID_MODEL;
+    rc = parse_config_text(text, len, path, m, err);
     free(text);
     return rc;
+}
+
+static void compute_totals(struct model *m);
+
+int model_config_parse(const char *json, size_t len, const char *display, struct model **out,
+                       struct lorad_error *err)
+{
+    struct model *m;
+    int rc;
+
+    if (!json || !out)
+        return lorad_error_set(err, LORAD_E_INTERNAL, "model_config_parse: bad arguments");
+    *out = NULL;
+    if (len > MODEL_CONFIG_MAX_BYTES)
+        return lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: larger than %u bytes",
+                               display ? display : "config.json", MODEL_CONFIG_MAX_BYTES);
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
+    rc = parse_config_text(json, len, display ? display : "config.json", m, err);
+    if (rc) {
+        model_free(&m);
+        return rc;
+    }
+    compute_totals(m);
+    *out = m;
+    return 0;
 }
 
 /* ---- model.safetensors ---- */

@@ -57,6 +57,15 @@ struct model {
 int model_load(const char *dir, struct model **out, void (*warn)(const char *line),
                struct lorad_error *err);
 
+/* Parses the text of a config.json (SPEC 2.1; `len` bytes, no NUL needed)
+ * exactly as model_load does, without reading any tensor: the result has
+ * its layers named, sized and checked for chaining, totals computed, and
+ * every weight/bias NULL. `display` (NULL: "config.json") names the file in
+ * messages. Errors as model_load's. Used by model_load and the fuzzers;
+ * free the result with model_free(). */
+int model_config_parse(const char *json, size_t len, const char *display, struct model **out,
+                       struct lorad_error *err);
+
 /* Frees the model and sets *m to NULL. Safe on NULL. */
 void model_free(struct model **m);
 

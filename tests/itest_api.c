@@ -33,8 +33,8 @@ static void stop_ok(struct itu_daemon **d)
  * any. Returns the version named. */
 static long long infer_expect(struct itu_daemon *d, const double *x, int rows, bool binary,
                               bool batch, const char *extra, const char *const *hdrs,
-                              const struct itu_adapter *ref, const char *name,
-                              long long version, const char *variant)
+                              const struct itu_adapter *ref, const char *name, long long version,
+                              const char *variant)
 {
     struct itu_infer res;
     bool ok = itu_infer_do(d->client, x, rows, M->in, M->out, binary, batch, extra, hdrs, &res);
@@ -64,8 +64,7 @@ static long long infer_expect(struct itu_daemon *d, const double *x, int rows, b
                   "POST /infer (%s, %d rows) named %s v%lld: outputs differ from the "
                   "reference of %s: worst ratio %g (value %zu: got %.9g want %.9g)",
                   binary ? "binary" : "JSON", rows, res.adapter, res.version,
-                  ref ? ref->name : "the base model", worst, bad, (double)res.out[bad],
-                  want[bad]);
+                  ref ? ref->name : "the base model", worst, bad, (double)res.out[bad], want[bad]);
     long long v = res.version;
     free(want);
     itu_infer_free(&res);
@@ -92,16 +91,15 @@ static cJSON *post_ok(struct itu_daemon *d, const char *path, const char *body)
 }
 
 /* Asserts one error answer: status, code, and the exact error body shape. */
-static void expect_error(const struct itu_resp *r, const char *what, long status,
-                         const char *code)
+static void expect_error(const struct itu_resp *r, const char *what, long status, const char *code)
 {
     const char *why;
     ck_assert_msg(r->status == status, "%s: expected %ld %s, got %s", what, status, code,
                   itu_describe(r));
     ck_assert_msg(itu_error_shape_ok(r, &why), "%s: error body shape: %s: %s", what, why,
                   itu_describe(r));
-    ck_assert_msg(strcmp(itu_error_code(r), code) == 0, "%s: expected code %s, got %s", what,
-                  code, itu_describe(r));
+    ck_assert_msg(strcmp(itu_error_code(r), code) == 0, "%s: expected code %s, got %s", what, code,
+                  itu_describe(r));
     char ct[128];
     ck_assert_msg(itu_header(r, "Content-Type", ct, sizeof(ct)) &&
                       strncmp(ct, "application/json", 16) == 0,
@@ -123,8 +121,7 @@ static cJSON *get_status(struct itu_daemon *d)
 {
     struct itu_resp r;
     itu_get(d, "/status", &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s",
-                  itu_describe(&r));
+    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s", itu_describe(&r));
     return take_json(&r);
 }
 
@@ -367,9 +364,9 @@ START_TEST(test_http_errors)
         itu_resp_free(&r);
     }
     static const char *const badmethod[][2] = {
-        {"GET", "/infer"},     {"GET", "/swap"},     {"GET", "/rollback"}, {"GET", "/promote"},
-        {"GET", "/canary"},    {"POST", "/status"},  {"POST", "/healthz"}, {"POST", "/readyz"},
-        {"POST", "/metrics"},  {"POST", "/adapters"}, {"PUT", "/infer"},   {"DELETE", "/status"}};
+        {"GET", "/infer"},    {"GET", "/swap"},      {"GET", "/rollback"}, {"GET", "/promote"},
+        {"GET", "/canary"},   {"POST", "/status"},   {"POST", "/healthz"}, {"POST", "/readyz"},
+        {"POST", "/metrics"}, {"POST", "/adapters"}, {"PUT", "/infer"},    {"DELETE", "/status"}};
     for (size_t i = 0; i < sizeof(badmethod) / sizeof(badmethod[0]); i++) {
         char what[128];
         bool get = strcmp(badmethod[i][0], "GET") == 0;
@@ -389,8 +386,7 @@ START_TEST(test_http_errors)
     char *s = itu_json_rows(x, 3, M->in, true, NULL);
     ck_assert_msg(strlen(s) > 4096, "test setup: JSON body only %zu bytes", strlen(s));
     itu_req(d, "POST", "/infer", s, strlen(s), "application/json", NULL, &r);
-    expect_error(&r, "POST /infer JSON of 3 rows (> max_body_bytes 4096)", 413,
-                 "body_too_large");
+    expect_error(&r, "POST /infer JSON of 3 rows (> max_body_bytes 4096)", 413, "body_too_large");
     itu_resp_free(&r);
     free(s);
     size_t big = 64 * 1024;
@@ -452,7 +448,7 @@ START_TEST(test_swap_and_infer)
     st = get_status(d);
     ck_assert_msg(itu_jnum(st, "swaps.ok", -1) >= 4, "GET /status swaps.ok < 4 after 4 swaps");
     ck_assert_msg(itu_jnum(st, "stable.rank", -1) == 8, "GET /status stable.rank of demo-bf16 "
-                                                       "is not 8");
+                                                        "is not 8");
     cJSON_Delete(st);
     free(x);
     stop_ok(&d);
@@ -490,9 +486,9 @@ START_TEST(test_swap_errors)
         long status;
         const char *code;
     } bad[] = {
-        {"bad-rank", 409, "rank_too_large"},      {"bad-dora", 409, "incompatible_config"},
-        {"bad-module", 409, "unknown_module"},    {"bad-shape", 409, "shape_mismatch"},
-        {"bad-nan", 422, "non_finite_weights"},   {"bad-pickle", 422, "invalid_adapter"},
+        {"bad-rank", 409, "rank_too_large"},        {"bad-dora", 409, "incompatible_config"},
+        {"bad-module", 409, "unknown_module"},      {"bad-shape", 409, "shape_mismatch"},
+        {"bad-nan", 422, "non_finite_weights"},     {"bad-pickle", 422, "invalid_adapter"},
         {"bad-type", 422, "unsupported_peft_type"},
     };
     char body[512];
@@ -507,6 +503,19 @@ START_TEST(test_swap_errors)
     ck_assert_msg(msg && strstr(msg, "max_rank"),
                   "rank_too_large message does not name max_rank: %s", itu_describe(&r));
     itu_resp_free(&r);
+    /* messages name what is wrong */
+    static const struct {
+        const char *name, *needle;
+    } msgs[] = {{"bad-dora", "use_dora"}, {"bad-module", "layers.9.proj"}};
+    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        snprintf(body, sizeof(body), "{\"adapter\":\"%s\"}", msgs[i].name);
+        itu_post(d, "/swap", body, &r);
+        msg = itu_jstr(r.json, "error.message");
+        ck_assert_msg(msg && strstr(msg, msgs[i].needle),
+                      "POST /swap %s: message does not name %s: %s", msgs[i].name, msgs[i].needle,
+                      itu_describe(&r));
+        itu_resp_free(&r);
+    }
     /* forbidden names */
     char long_name[140];
     memset(long_name, 'a', 129);
@@ -530,8 +539,7 @@ START_TEST(test_swap_errors)
     swap_refused(d, "{\"adapter\":\"demo-b\",\"adapter\":\"demo-c\"}", 400, "invalid_request");
     swap_refused(d, "{\"adapter\":\"demo-b\",\"canary_percent\":150}", 400, "invalid_request");
     swap_refused(d, "{\"adapter\":\"demo-b\",\"canary_percent\":-1}", 400, "invalid_request");
-    swap_refused(d, "{\"adapter\":\"demo-b\",\"canary_percent\":\"50\"}", 400,
-                 "invalid_request");
+    swap_refused(d, "{\"adapter\":\"demo-b\",\"canary_percent\":\"50\"}", 400, "invalid_request");
     /* still serving demo-a, and a good swap still works */
     double *x = itu_rows(16, 2, M->in);
     infer_expect(d, x, 2, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
@@ -552,6 +560,14 @@ START_TEST(test_swap_checksum)
                  "{\"adapter\":\"demo-b\",\"sha256\":"
                  "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
                  409, "checksum_mismatch");
+    /* SPEC 4 order: name, then checksum, then everything else */
+    static const char zeros[] = "0000000000000000000000000000000000000000000000000000000000000000";
+    snprintf(body, sizeof(body), "{\"adapter\":\"bad-nan\",\"sha256\":\"%s\"}", zeros);
+    swap_refused(d, body, 409, "checksum_mismatch");
+    snprintf(body, sizeof(body), "{\"adapter\":\"bad-rank\",\"sha256\":\"%s\"}", zeros);
+    swap_refused(d, body, 409, "checksum_mismatch");
+    snprintf(body, sizeof(body), "{\"adapter\":\"../demo-b\",\"sha256\":\"%s\"}", zeros);
+    swap_refused(d, body, 403, "forbidden_name");
     char wrong[65];
     memcpy(wrong, hex, 65);
     wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
@@ -614,8 +630,8 @@ START_TEST(test_rollback)
 
     cJSON *a = rollback_ok(d, "{}", "demo-c", 3, "demo-f16", 4);
     ck_assert_msg(itu_jnum(a, "generation", -1) == gen + 1,
-                  "POST /rollback: generation %.0f, expected %.0f",
-                  itu_jnum(a, "generation", -1), gen + 1);
+                  "POST /rollback: generation %.0f, expected %.0f", itu_jnum(a, "generation", -1),
+                  gen + 1);
     ck_assert_msg(itu_jget(a, "stage_ms") == NULL, "POST /rollback answer has stage_ms");
     cJSON_Delete(a);
     infer_expect(d, x, 2, false, true, NULL, NULL, RC, "demo-c", 3, "stable");
@@ -679,7 +695,7 @@ static void expect_snapshot_fields(const cJSON *st, const char *p, const char *c
     static const struct {
         const char *k;
         int t;
-    } f[] = {{"version", cJSON_Number}, {"rank", cJSON_Number},     {"lora_alpha", cJSON_Number},
+    } f[] = {{"version", cJSON_Number}, {"rank", cJSON_Number},      {"lora_alpha", cJSON_Number},
              {"sha256", cJSON_String},  {"loaded_at", cJSON_String}, {"stage_ms", cJSON_Number},
              {"adapter", cJSON_String}};
     char path[128];
@@ -714,8 +730,7 @@ START_TEST(test_status_fields)
                   "%s: restored is not null on a first start without a state file", ctx);
     ck_assert_msg(itu_jnum(st, "model.layers", -1) == (double)M->n, "%s: model.layers", ctx);
     ck_assert_msg(itu_jnum(st, "model.in_features", -1) == M->in, "%s: model.in_features", ctx);
-    ck_assert_msg(itu_jnum(st, "model.out_features", -1) == M->out, "%s: model.out_features",
-                  ctx);
+    ck_assert_msg(itu_jnum(st, "model.out_features", -1) == M->out, "%s: model.out_features", ctx);
     double params = 0;
     for (size_t i = 0; i < M->n; i++)
         params += (double)M->L[i].in * M->L[i].out + (M->L[i].b ? M->L[i].out : 0);
@@ -727,8 +742,7 @@ START_TEST(test_status_fields)
                   "%s: profile.target_modules is not the %zu layers", ctx, M->n);
     expect_type(st, "profile.use_rslora", cJSON_False, ctx);
     expect_type(st, "profile.use_dora", cJSON_False, ctx);
-    ck_assert_msg(itu_jnum(st, "profile.lora_dropout", -1) == 0, "%s: profile.lora_dropout",
-                  ctx);
+    ck_assert_msg(itu_jnum(st, "profile.lora_dropout", -1) == 0, "%s: profile.lora_dropout", ctx);
     expect_type(st, "profile.alpha_pattern", cJSON_Object, ctx);
     expect_snapshot_fields(st, "stable", ctx);
     expect_snapshot_name(st, "stable", "demo-a", 1, ctx);
@@ -774,8 +788,7 @@ START_TEST(test_status_fields)
     itu_get(d, "/adapters", &r);
     ck_assert_msg(r.status == 200, "GET /adapters: %s", itu_describe(&r));
     cJSON *list = cJSON_IsArray(r.json) ? r.json : itu_jget(r.json, "adapters");
-    ck_assert_msg(cJSON_IsArray(list), "GET /adapters: no array of adapters: %s",
-                  itu_describe(&r));
+    ck_assert_msg(cJSON_IsArray(list), "GET /adapters: no array of adapters: %s", itu_describe(&r));
     bool seen_a = false, seen_rank = false, seen_pickle = false;
     for (cJSON *e = list->child; e; e = e->next) {
         const char *n = itu_jstr(e, "name");
@@ -858,8 +871,8 @@ static void route_variant(struct itu_daemon *d, const double *x, const char *key
     snprintf(extra, sizeof(extra), "\"route_key\":\"%s\"", key);
     snprintf(hdr, sizeof(hdr), "X-Lorad-Route-Key: %s", key);
     const char *hdrs[] = {hdr, NULL};
-    ck_assert_msg(itu_infer_do(d->client, x, 1, M->in, M->out, binary, false,
-                               binary ? NULL : extra, binary ? hdrs : NULL, &res),
+    ck_assert_msg(itu_infer_do(d->client, x, 1, M->in, M->out, binary, false, binary ? NULL : extra,
+                               binary ? hdrs : NULL, &res),
                   "route key %s: %s", key, res.why);
     snprintf(out, n, "%s", res.variant);
     itu_infer_free(&res);
@@ -916,15 +929,13 @@ START_TEST(test_canary)
         snprintf(extra, sizeof(extra), "\"route_key\":\"%s\",\"variant\":\"%s\"", key,
                  strcmp(v1, "canary") ? "canary" : "stable");
         struct itu_infer res;
-        ck_assert_msg(itu_infer_do(d->client, x, 1, M->in, M->out, false, false, extra, NULL,
-                                   &res),
+        ck_assert_msg(itu_infer_do(d->client, x, 1, M->in, M->out, false, false, extra, NULL, &res),
                       "%s", res.why);
-        ck_assert_msg(strcmp(res.variant, v1) != 0, "pin with route key %s lost to the key",
-                      key);
+        ck_assert_msg(strcmp(res.variant, v1) != 0, "pin with route key %s lost to the key", key);
         itu_infer_free(&res);
     }
-    ck_assert_msg(n_canary > 0 && n_canary < 32,
-                  "32 route keys at 50 %%: %d went to the canary", n_canary);
+    ck_assert_msg(n_canary > 0 && n_canary < 32, "32 route keys at 50 %%: %d went to the canary",
+                  n_canary);
     /* the share */
     cJSON_Delete(post_ok(d, "/canary", "{\"percent\":100}"));
     for (int i = 0; i < 4; i++)
@@ -938,7 +949,15 @@ START_TEST(test_canary)
                   "GET /status canary.percent %g after /canary 12.5",
                   itu_jnum(st, "canary.percent", -1));
     cJSON_Delete(st);
+    cJSON_Delete(post_ok(d, "/canary", "{\"percent\":33.333}"));
+    st = get_status(d);
+    ck_assert_msg(fabs(itu_jnum(st, "canary.percent", -1) - 33.33) < 1e-9,
+                  "GET /status canary.percent %.9g after /canary 33.333 (rounded to 0.01: 33.33)",
+                  itu_jnum(st, "canary.percent", -1));
+    cJSON_Delete(st);
     post_err(d, "/canary", "{\"percent\":150}", 400, "invalid_request");
+    post_err(d, "/canary", "{\"percent\":-0.5}", 400, "invalid_request");
+    post_err(d, "/canary", "{}", 400, "invalid_request");
     post_err(d, "/canary", "{\"percent\":\"5\"}", 400, "invalid_request");
     /* promote */
     a = post_ok(d, "/promote", "{}");
@@ -1002,8 +1021,8 @@ START_TEST(test_nonfinite_canary)
                   b.nonfinite_hdr, bad_rows);
     for (size_t i = 0; i < (size_t)rows * M->out; i++)
         ck_assert_msg(isfinite(b.out[i]) == isfinite(j.out[i]),
-                      "value %zu: binary %g vs JSON %g disagree on finiteness", i,
-                      (double)b.out[i], (double)j.out[i]);
+                      "value %zu: binary %g vs JSON %g disagree on finiteness", i, (double)b.out[i],
+                      (double)j.out[i]);
     itu_infer_free(&j);
     itu_infer_free(&b);
     /* the stable answers have no header */
@@ -1035,8 +1054,8 @@ static void expect_status_on(struct itu_client *c, const char *method, const cha
 {
     struct itu_resp r;
     char what[160];
-    itu_client_do(c, method, path, body, body ? strlen(body) : 0,
-                  body ? "application/json" : NULL, NULL, 0, &r);
+    itu_client_do(c, method, path, body, body ? strlen(body) : 0, body ? "application/json" : NULL,
+                  NULL, 0, &r);
     snprintf(what, sizeof(what), "%s %s on the %s listener", method, path, plane);
     if (code)
         expect_error(&r, what, status, code);
@@ -1085,8 +1104,8 @@ START_TEST(test_control_listen)
 }
 END_TEST
 
-static void post_auth(struct itu_daemon *d, const char *path, const char *body,
-                      const char *auth, long status, const char *code)
+static void post_auth(struct itu_daemon *d, const char *path, const char *body, const char *auth,
+                      long status, const char *code)
 {
     struct itu_resp r;
     const char *hdrs[] = {auth, NULL};
@@ -1118,8 +1137,7 @@ START_TEST(test_auth_token)
     post_auth(d, "/swap", body, "Authorization: Bearer wrong", 401, "unauthorized");
     post_auth(d, "/swap", body, "Authorization: Bearer s3cret-Token_4", 401, "unauthorized");
     post_auth(d, "/swap", body, "Authorization: Bearer s3cret-Token_42x", 401, "unauthorized");
-    post_auth(d, "/swap", body, "Authorization: Basic czNjcmV0LVRva2VuXzQy", 401,
-              "unauthorized");
+    post_auth(d, "/swap", body, "Authorization: Basic czNjcmV0LVRva2VuXzQy", 401, "unauthorized");
     post_auth(d, "/rollback", "{}", NULL, 401, "unauthorized");
     post_auth(d, "/canary", "{\"percent\":5}", NULL, 401, "unauthorized");
     post_auth(d, "/promote", "{}", NULL, 401, "unauthorized");
@@ -1140,6 +1158,49 @@ START_TEST(test_auth_token)
     free(tok);
     free(dir);
     stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_unix_socket)
+{
+    char *dir = itu_tmpdir();
+    char over[512];
+    snprintf(over, sizeof(over), "{\"listen\":\"unix:%s/lorad.sock\"}", dir);
+    struct itu_daemon *d = itu_daemon_start(dir, over);
+    double *x = itu_rows(24, 2, M->in);
+    infer_expect(d, x, 2, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
+    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    infer_expect(d, x, 2, true, false, NULL, NULL, RB, "demo-b", 2, "stable");
+    cJSON *st = get_status(d);
+    expect_snapshot_name(st, "stable", "demo-b", 2, "GET /status over the unix socket");
+    cJSON_Delete(st);
+    free(x);
+    free(dir);
+    stop_ok(&d);
+}
+END_TEST
+
+/* SPEC 7: whichever OpenBLAS kernel runs, the outputs match the
+ * independent computation. */
+START_TEST(test_blas_kernels)
+{
+    static const char *const cores[] = {"keep", "Prescott", "Haswell", "SkylakeX"};
+    double *x = itu_rows(25, 7, M->in);
+    for (size_t i = 0; i < sizeof(cores) / sizeof(cores[0]); i++) {
+        if (!strcmp(cores[i], "SkylakeX") && !__builtin_cpu_supports("avx512f"))
+            continue;
+        if (!strcmp(cores[i], "Haswell") && !__builtin_cpu_supports("avx2"))
+            continue;
+        char over[128];
+        snprintf(over, sizeof(over), "{\"blas_coretype\":\"%s\", \"workers\": 1}", cores[i]);
+        struct itu_daemon *d = itu_daemon_start(NULL, over);
+        infer_expect(d, x, 7, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
+        infer_expect(d, x, 7, true, false, NULL, NULL, RA, "demo-a", 1, "stable");
+        cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
+        infer_expect(d, x, 7, true, false, NULL, NULL, RC, "demo-c", 2, "stable");
+        stop_ok(&d);
+    }
+    free(x);
 }
 END_TEST
 
@@ -1169,6 +1230,8 @@ int main(void)
     tcase_add_test(tc, test_nonfinite_canary);
     tcase_add_test(tc, test_control_listen);
     tcase_add_test(tc, test_auth_token);
+    tcase_add_test(tc, test_unix_socket);
+    tcase_add_test(tc, test_blas_kernels);
     suite_add_tcase(s, tc);
     int failed = itu_run_suite(s);
     itu_adapter_free(&RA);

@@ -18,7 +18,7 @@
 #define KNOWN_ROWS 16
 
 static struct itu_model *M;
-static double *X;                    /* [KNOWN_ROWS][in] */
+static double *X; /* [KNOWN_ROWS][in] */
 static struct itu_adapter *RA, *RB, *RC, *RBF16;
 
 static void stop_ok(struct itu_daemon **d)
@@ -50,22 +50,21 @@ static cJSON *get_status(struct itu_daemon *d)
 {
     struct itu_resp r;
     itu_get(d, "/status", &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s",
-                  itu_describe(&r));
+    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s", itu_describe(&r));
     return take_json(&r);
 }
 
 /* Asserts /infer (pinned to `variant` when not NULL) names name/version and
  * matches the reference. */
-static void infer_expect(struct itu_daemon *d, const char *variant,
-                         const struct itu_adapter *ref, const char *name, long long version)
+static void infer_expect(struct itu_daemon *d, const char *variant, const struct itu_adapter *ref,
+                         const char *name, long long version)
 {
     char extra[64] = "";
     struct itu_infer res;
     if (variant)
         snprintf(extra, sizeof(extra), "\"variant\":\"%s\"", variant);
-    ck_assert_msg(itu_infer_do(d->client, X, 3, M->in, M->out, false, true,
-                               variant ? extra : NULL, NULL, &res),
+    ck_assert_msg(itu_infer_do(d->client, X, 3, M->in, M->out, false, true, variant ? extra : NULL,
+                               NULL, &res),
                   "POST /infer: %s", res.why);
     ck_assert_msg(strcmp(res.adapter, name) == 0 && res.version == version,
                   "POST /infer%s%s names %s v%lld, expected %s v%lld", variant ? " pinned " : "",
@@ -73,8 +72,9 @@ static void infer_expect(struct itu_daemon *d, const char *variant,
     double *want = malloc(sizeof(double) * 3 * M->out);
     itu_forward(M, ref, X, 3, want);
     double worst = itu_match(res.out, want, (size_t)3 * M->out);
-    ck_assert_msg(worst <= 1.0, "POST /infer named %s v%lld: outputs differ from the reference "
-                                "(worst ratio %g)",
+    ck_assert_msg(worst <= 1.0,
+                  "POST /infer named %s v%lld: outputs differ from the reference "
+                  "(worst ratio %g)",
                   name, version, worst);
     free(want);
     itu_infer_free(&res);
@@ -88,8 +88,8 @@ static void history_text(const cJSON *st, char *buf, size_t n)
     buf[0] = 0;
     for (const cJSON *e = h ? h->child : NULL; e && len < n; e = e->next) {
         const char *a = itu_jstr(e, "adapter");
-        len += (size_t)snprintf(buf + len, n - len, "%s%s v%.0f", len ? ", " : "",
-                                a ? a : "null", itu_jnum(e, "version", -1));
+        len += (size_t)snprintf(buf + len, n - len, "%s%s v%.0f", len ? ", " : "", a ? a : "null",
+                                itu_jnum(e, "version", -1));
     }
 }
 
@@ -108,7 +108,6 @@ static void snap_text(const cJSON *st, const char *path, char *buf, size_t n)
 /* ---- SIGTERM with requests in flight ---- */
 
 #define DRAIN_CLIENTS 20
-#define DRAIN_ROWS 512
 
 struct drain_client {
     pthread_t th;
@@ -116,9 +115,10 @@ struct drain_client {
     atomic_int *started;
     atomic_int *term_sent;
     atomic_int *answered;
-    const char *body;   /* the request body, shared */
+    const char *body; /* the request body, shared */
+    int rows;         /* rows in it */
     long status;
-    bool after_term;    /* answered after SIGTERM was sent */
+    bool after_term; /* answered after SIGTERM was sent */
     double worst;
     char why[800];
 };
@@ -135,17 +135,16 @@ static void *drain_main(void *arg)
     atomic_fetch_add(c->answered, 1);
     c->status = r.status;
     if (r.status == 200) {
-        float *out = malloc(sizeof(float) * DRAIN_ROWS * M->out);
+        float *out = malloc(sizeof(float) * c->rows * M->out);
         double *want = malloc(sizeof(double) * KNOWN_ROWS * M->out);
         itu_forward(M, RA, X, KNOWN_ROWS, want);
-        if (itu_json_outputs(r.json, DRAIN_ROWS, M->out, out) < 0) {
+        if (itu_json_outputs(r.json, c->rows, M->out, out) < 0) {
             c->worst = 1e300;
-            snprintf(c->why, sizeof(c->why), "answer has no %d x %d outputs", DRAIN_ROWS,
-                     M->out);
+            snprintf(c->why, sizeof(c->why), "answer has no %d x %d outputs", c->rows, M->out);
         }
-        for (int k = 0; k < DRAIN_ROWS && c->worst < 1e300; k++) {
-            double w = itu_match(out + (size_t)k * M->out,
-                                 want + (size_t)(k % KNOWN_ROWS) * M->out, (size_t)M->out);
+        for (int k = 0; k < c->rows && c->worst < 1e300; k++) {
+            double w = itu_match(out + (size_t)k * M->out, want + (size_t)(k % KNOWN_ROWS) * M->out,
+                                 (size_t)M->out);
             if (w > c->worst)
                 c->worst = w;
         }
@@ -178,19 +177,22 @@ static double metric_value(struct itu_daemon *d, const char *name)
     return v;
 }
 
-START_TEST(test_sigterm_drains)
+/* One try: 20 requests of `rows` rows each, SIGTERM once all are received;
+ * asserts every one is answered 200 with the reference outputs and exit 0.
+ * Returns how many were answered after the signal. */
+static int drain_attempt(int rows)
 {
-    struct itu_daemon *d = itu_daemon_start(NULL, "{\"workers\": 1, \"drain_timeout_ms\": 60000}");
+    struct itu_daemon *d = itu_daemon_start(
+        NULL, "{\"workers\": 1, \"drain_timeout_ms\": 60000, \"max_rows_per_request\": 4096}");
     struct drain_client c[DRAIN_CLIENTS];
     atomic_int started = 0, term_sent = 0, answered = 0;
     memset(c, 0, sizeof(c));
-    /* one body of DRAIN_ROWS rows (the known rows repeated), made before
+    /* one body of rows rows (the known rows repeated), made before
      * the clients start so that they all send at once */
-    double *x = malloc(sizeof(double) * DRAIN_ROWS * M->in);
-    for (int r = 0; r < DRAIN_ROWS; r++)
-        memcpy(x + (size_t)r * M->in, X + (size_t)(r % KNOWN_ROWS) * M->in,
-               sizeof(double) * M->in);
-    char *body = itu_json_rows(x, DRAIN_ROWS, M->in, true, NULL);
+    double *x = malloc(sizeof(double) * rows * M->in);
+    for (int r = 0; r < rows; r++)
+        memcpy(x + (size_t)r * M->in, X + (size_t)(r % KNOWN_ROWS) * M->in, sizeof(double) * M->in);
+    char *body = itu_json_rows(x, rows, M->in, true, NULL);
     free(x);
     /* does the gauge count the /metrics request that reads it? */
     double self_count = metric_value(d, "lorad_inflight_requests");
@@ -201,6 +203,7 @@ START_TEST(test_sigterm_drains)
         c[i].term_sent = &term_sent;
         c[i].answered = &answered;
         c[i].body = body;
+        c[i].rows = rows;
         ck_assert(pthread_create(&c[i].th, NULL, drain_main, &c[i]) == 0);
     }
     while (atomic_load(&started) < DRAIN_CLIENTS) {
@@ -213,7 +216,7 @@ START_TEST(test_sigterm_drains)
     int done = 0;
     double n = -1;
     for (int i = 0; i < 1000 && !seen_all; i++) { /* up to 10 s */
-        done = atomic_load(&answered); /* before the gauge: never over-counts */
+        done = atomic_load(&answered);            /* before the gauge: never over-counts */
         n = metric_value(d, "lorad_inflight_requests");
         if (n < 0)
             break;
@@ -241,7 +244,7 @@ START_TEST(test_sigterm_drains)
     int rc = itu_daemon_wait(d, 30000);
     printf("itest_lifecycle: SIGTERM with %d requests of %d rows sent; %d answered after the "
            "signal; %d answered 200 with matching outputs; exit status %d\n",
-           DRAIN_CLIENTS, DRAIN_ROWS, late, ok, rc);
+           DRAIN_CLIENTS, rows, late, ok, rc);
     fflush(stdout);
     for (int i = 0; i < DRAIN_CLIENTS; i++) {
         ck_assert_msg(c[i].status == 200,
@@ -254,10 +257,18 @@ START_TEST(test_sigterm_drains)
     }
     ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM with requests in flight; log:\n%s",
                   rc, itu_log_tail(d, 2000));
-    ck_assert_msg(late > 0,
-                  "test setup: every request was answered before SIGTERM, so the drain was not "
-                  "exercised (make the requests heavier)");
     itu_daemon_free(&d);
+    return late;
+}
+
+START_TEST(test_sigterm_drains)
+{
+    int late = 0;
+    /* heavier requests until some are still being worked on at SIGTERM */
+    for (int rows = 512; rows <= 2048 && late == 0; rows *= 2)
+        late = drain_attempt(rows);
+    ck_assert_msg(late > 0, "test setup: in three tries every request was answered before "
+                            "SIGTERM, so the drain was not exercised");
 }
 END_TEST
 
@@ -323,11 +334,10 @@ START_TEST(test_restart_restores)
     st = get_status(d);
     ck_assert_msg(cJSON_IsTrue(itu_jget(st, "restored")),
                   "restart after SIGKILL: restored is not true");
-    ck_assert_msg(itu_jstr(st, "stable.adapter") && !strcmp(itu_jstr(st, "stable.adapter"),
-                                                            "demo-a") &&
+    ck_assert_msg(itu_jstr(st, "stable.adapter") &&
+                      !strcmp(itu_jstr(st, "stable.adapter"), "demo-a") &&
                       itu_jnum(st, "stable.version", -1) == (double)va,
-                  "restart after SIGKILL: stable is not demo-a v%lld (the last answered swap)",
-                  va);
+                  "restart after SIGKILL: stable is not demo-a v%lld (the last answered swap)", va);
     ck_assert_msg(itu_jstr(st, "history.0.adapter") &&
                       !strcmp(itu_jstr(st, "history.0.adapter"), "demo-b") &&
                       itu_jnum(st, "history.0.version", -1) == (double)vb,
@@ -379,8 +389,9 @@ START_TEST(test_restore_tampered)
                   "restart with a tampered stable adapter: stable is %s, not the "
                   "initial_adapter demo-a",
                   sa ? sa : "null");
-    ck_assert_msg(v > vb, "restart after a failed restore: demo-a got version %lld, but versions "
-                          "up to %lld were already issued by this state file",
+    ck_assert_msg(v > vb,
+                  "restart after a failed restore: demo-a got version %lld, but versions "
+                  "up to %lld were already issued by this state file",
                   v, vb);
     cJSON_Delete(st);
     infer_expect(d, NULL, RA, "demo-a", v);
@@ -428,6 +439,14 @@ START_TEST(test_check_config)
                       bad[i].over, bad[i].key, out);
         free(out);
     }
+    /* an unknown kernel name lists the valid ones */
+    rc = check_config("{\"blas_coretype\": \"NoSuchCore\"}", &out);
+    ck_assert_msg(rc == 1 && out && strstr(out, "blas_coretype") && strstr(out, "Haswell") &&
+                      strstr(out, "SkylakeX"),
+                  "lorad --check-config with blas_coretype NoSuchCore: exit %d (expected 1), "
+                  "the message must name the key and list the valid cores:\n%s",
+                  rc, out);
+    free(out);
     char *argv[] = {(char *)itu_lorad_bin(), "--help", NULL};
     rc = itu_run(argv, &out);
     ck_assert_msg(rc == 0 && out && strstr(out, "--config"),
@@ -463,8 +482,7 @@ START_TEST(test_shutdown_delay)
     /* during the delay the daemon keeps serving normally */
     infer_expect(d, NULL, RA, "demo-a", 1);
     itu_get(d, "/healthz", &r);
-    ck_assert_msg(r.status == 200, "GET /healthz during the shutdown delay: %s",
-                  itu_describe(&r));
+    ck_assert_msg(r.status == 200, "GET /healthz during the shutdown delay: %s", itu_describe(&r));
     itu_resp_free(&r);
     int rc = itu_daemon_wait(d, 15000);
     ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM with shutdown_delay_ms; log:\n%s",

@@ -17,7 +17,7 @@
 #include "itestutil.h"
 
 #define LOAD_CLIENTS 8
-#define LOAD_ROWS 16            /* known rows */
+#define LOAD_ROWS 16 /* known rows */
 #define LOAD_SECONDS 6
 #define LOAD_MAX_PER_CLIENT 6000 /* request bound per client */
 #define LOAD_MAX_VERSION 65536
@@ -26,8 +26,8 @@ enum { AD_A, AD_B, AD_C, AD_N };
 static const char *const ad_names[AD_N] = {"demo-a", "demo-b", "demo-c"};
 
 static struct itu_model *M;
-static double *X;             /* [LOAD_ROWS][in] */
-static double *WANT[AD_N];    /* [LOAD_ROWS][out] per adapter */
+static double *X;          /* [LOAD_ROWS][in] */
+static double *WANT[AD_N]; /* [LOAD_ROWS][out] per adapter */
 
 struct client {
     pthread_t th;
@@ -79,8 +79,8 @@ static void client_one(struct client *c, struct itu_client *hc, long iter)
     signed char *s = &c->seen[res.version];
     if (*s && *s != a + 1) {
         c->failures++;
-        client_note(c, "answers name adapter %s and another one with version %lld%s",
-                    res.adapter, res.version, "");
+        client_note(c, "answers name adapter %s and another one with version %lld%s", res.adapter,
+                    res.version, "");
     }
     *s = (signed char)(a + 1);
     double worst = itu_match(res.out, WANT[a] + (size_t)off * M->out, (size_t)n * M->out);
@@ -131,8 +131,8 @@ static bool control_one(struct itu_daemon *d, struct control_state *cs, const ch
               v < LOAD_MAX_VERSION && (version < 0 || v == version);
     if (!ok)
         snprintf(cs->failure, sizeof(cs->failure),
-                 "POST %s %s: expected 200 naming %s v%lld, got %s", path, body,
-                 ad_names[adapter], version, itu_describe(&r));
+                 "POST %s %s: expected 200 naming %s v%lld, got %s", path, body, ad_names[adapter],
+                 version, itu_describe(&r));
     else if (cs->map[v] && cs->map[v] != adapter + 1)
         snprintf(cs->failure, sizeof(cs->failure), "version %lld was issued twice", v), ok = false;
     else

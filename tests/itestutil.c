@@ -43,10 +43,10 @@ static void itu_fail(const char *fmt, ...)
     abort(); /* not reached */
 }
 
-#define ITU_CHECK(cond, ...)                                                                  \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            itu_fail(__VA_ARGS__);                                                             \
+#define ITU_CHECK(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            itu_fail(__VA_ARGS__);                                                                 \
     } while (0)
 
 static char *itu_demo;
@@ -345,6 +345,19 @@ static bool itu_daemon_reap(struct itu_daemon *d, int *status_out, bool block)
     return true;
 }
 
+struct itu_client *itu_daemon_client(const struct itu_daemon *d)
+{
+    char *text = itu_read_text(d->config_path);
+    cJSON *c = text ? cJSON_Parse(text) : NULL;
+    const char *listen = itu_jstr(c, "listen");
+    struct itu_client *cl = listen && strncmp(listen, "unix:", 5) == 0
+                                ? itu_client_new_unix(listen + 5)
+                                : itu_client_new(d->port);
+    cJSON_Delete(c);
+    free(text);
+    return cl;
+}
+
 struct itu_daemon *itu_daemon_start(const char *dir, const char *overrides)
 {
     struct itu_daemon *d = calloc(1, sizeof(*d));
@@ -370,13 +383,13 @@ struct itu_daemon *itu_daemon_start(const char *dir, const char *overrides)
     }
     close(fd);
     d->pid = pid;
-    d->client = itu_client_new(d->port);
+    d->client = itu_daemon_client(d);
     for (int i = 0; i < 500; i++) { /* 500 x 20 ms = 10 s */
         struct itu_resp r;
         int st = 0;
         if (itu_daemon_reap(d, &st, false))
             itu_fail("itest: lorad exited with status %d before ready; log tail:\n%s", st,
-                         itu_log_tail(d, 3000));
+                     itu_log_tail(d, 3000));
         itu_client_do(d->client, "GET", "/readyz", NULL, 0, NULL, NULL, 500, &r);
         long status = r.status;
         itu_resp_free(&r);
@@ -386,7 +399,7 @@ struct itu_daemon *itu_daemon_start(const char *dir, const char *overrides)
     }
     itu_daemon_kill(d);
     itu_fail("itest: lorad not ready (GET /readyz != 200) after 10 s; log tail:\n%s",
-                 itu_log_tail(d, 3000));
+             itu_log_tail(d, 3000));
     return NULL;
 }
 
@@ -461,6 +474,7 @@ const char *itu_log_tail(const struct itu_daemon *d, size_t max)
 struct itu_client {
     CURL *curl;
     int port;
+    char *unix_path; /* set: talk HTTP over this unix socket instead */
 };
 
 struct itu_buf {
@@ -515,10 +529,19 @@ struct itu_client *itu_client_new(int port)
     return c;
 }
 
+struct itu_client *itu_client_new_unix(const char *path)
+{
+    struct itu_client *c = itu_client_new(0);
+    if (c && !(c->unix_path = strdup(path)))
+        itu_client_free(&c);
+    return c;
+}
+
 void itu_client_free(struct itu_client **c)
 {
     if (!c || !*c)
         return;
+    free((*c)->unix_path);
     curl_easy_cleanup((*c)->curl);
     free(*c);
     *c = NULL;
@@ -534,7 +557,12 @@ long itu_client_do(struct itu_client *c, const char *method, const char *path, c
     CURL *h = c->curl;
     memset(out, 0, sizeof(*out));
     curl_easy_reset(h);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", c->port, path);
+    if (c->unix_path) {
+        snprintf(url, sizeof(url), "http://localhost%s", path);
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+    } else {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", c->port, path);
+    }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 30000));
@@ -640,8 +668,7 @@ const char *itu_describe(const struct itu_resp *r)
     if (r->status == 0)
         snprintf(buf, sizeof(buf), "no HTTP answer (%s)", r->err);
     else
-        snprintf(buf, sizeof(buf), "status %ld body %.600s", r->status,
-                 r->body ? r->body : "");
+        snprintf(buf, sizeof(buf), "status %ld body %.600s", r->status, r->body ? r->body : "");
     return buf;
 }
 
@@ -820,8 +847,8 @@ static void itu_st_free(struct itu_st *st)
 static double itu_decode(const uint8_t *p, const char *dtype)
 {
     if (strcmp(dtype, "F32") == 0) {
-        uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                     (uint32_t)p[3] << 24;
+        uint32_t u =
+            (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
         float f;
         memcpy(&f, &u, 4);
         return f;
@@ -854,8 +881,7 @@ static void itu_st_load(const char *path, struct itu_st *st)
         size_t es;
         ITU_CHECK(dt != NULL && cJSON_IsArray(shape), "itest: %s: %s", path, e->string);
         es = strcmp(dt, "F32") == 0 ? 4 : (!strcmp(dt, "F16") || !strcmp(dt, "BF16")) ? 2 : 0;
-        ITU_CHECK(es > 0, "itest: %s: %s: dtype %s not in the reference", path, e->string,
-                      dt);
+        ITU_CHECK(es > 0, "itest: %s: %s: dtype %s not in the reference", path, e->string, dt);
         t->name = itu_strdup(e->string);
         t->nelems = 1;
         for (cJSON *d = shape->child; d; d = d->next) {
@@ -865,8 +891,8 @@ static void itu_st_load(const char *path, struct itu_st *st)
         }
         size_t b = (size_t)itu_jnum(e, "data_offsets.0", -1);
         size_t en = (size_t)itu_jnum(e, "data_offsets.1", -1);
-        ITU_CHECK(b <= en && en <= dlen && en - b == t->nelems * es,
-                      "itest: %s: %s: offsets", path, e->string);
+        ITU_CHECK(b <= en && en <= dlen && en - b == t->nelems * es, "itest: %s: %s: offsets", path,
+                  e->string);
         t->v = malloc(t->nelems * sizeof(double) + 1);
         for (size_t k = 0; k < t->nelems; k++)
             t->v[k] = itu_decode(data + b + k * es, dt);
@@ -1004,16 +1030,15 @@ static void itu_adapter_layer(struct itu_adapter *a, const struct itu_ref_layer 
     if (!A && !B)
         return;
     ITU_CHECK(A && B, "itest: %s: %s has only one of lora_A/lora_B", dir, L->name);
-    double r = itu_pattern_value(itu_jget(cfg, "rank_pattern"), L->name,
-                                 itu_jnum(cfg, "r", 8));
-    double alpha = itu_pattern_value(itu_jget(cfg, "alpha_pattern"), L->name,
-                                     itu_jnum(cfg, "lora_alpha", 8));
+    double r = itu_pattern_value(itu_jget(cfg, "rank_pattern"), L->name, itu_jnum(cfg, "r", 8));
+    double alpha =
+        itu_pattern_value(itu_jget(cfg, "alpha_pattern"), L->name, itu_jnum(cfg, "lora_alpha", 8));
     bool rs = cJSON_IsTrue(itu_jget(cfg, "use_rslora"));
     lo->r = (int)r;
     ITU_CHECK(A->ndim == 2 && A->shape[0] == (uint64_t)lo->r && A->shape[1] == (uint64_t)L->in,
-                  "itest: %s: %s lora_A shape", dir, L->name);
+              "itest: %s: %s lora_A shape", dir, L->name);
     ITU_CHECK(B->ndim == 2 && B->shape[0] == (uint64_t)L->out && B->shape[1] == (uint64_t)lo->r,
-                  "itest: %s: %s lora_B shape", dir, L->name);
+              "itest: %s: %s lora_B shape", dir, L->name);
     lo->scaling = rs ? alpha / sqrt(r) : alpha / r;
     lo->A = itu_copy_values(A);
     lo->B = itu_copy_values(B);

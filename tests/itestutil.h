@@ -62,13 +62,14 @@ int itu_free_port(void);
 /* ---- the daemon ---- */
 
 struct itu_daemon {
-    pid_t pid;           /* 0 once reaped */
+    pid_t pid; /* 0 once reaped */
     int port;
-    char *dir;           /* its directory: config, log, state file */
-    char *config_path;   /* dir/lorad.json */
-    char *log_path;      /* dir/lorad.log (the daemon's stdout+stderr) */
-    char *state_path;    /* dir/state.json (unless overridden) */
-    struct itu_client *client; /* for itu_req and friends (main thread) */
+    char *dir;                 /* its directory: config, log, state file */
+    char *config_path;         /* dir/lorad.json */
+    char *log_path;            /* dir/lorad.log (the daemon's stdout+stderr) */
+    char *state_path;          /* dir/state.json (unless overridden) */
+    struct itu_client *client; /* for itu_req and friends (main thread); TCP
+                                * or the unix socket of "listen" */
 };
 
 /* Writes dir/lorad.json: the harness defaults (listen 127.0.0.1:<free
@@ -76,7 +77,8 @@ struct itu_daemon {
  * dir/state.json, workers 2, history 4, max_rank 16, target_modules every
  * model layer, log_level info) with `overrides` (the text of a JSON object,
  * or NULL) applied: each key replaces the default, a null value removes
- * it. *port gets the port of "listen". Returns the config path. */
+ * it. *port gets the port of "listen" (a free port, unused, when listen is
+ * "unix:..."). Returns the config path. */
 char *itu_config_write(const char *dir, const char *overrides, int *port);
 
 /* Writes the config (as above) into `dir` (NULL: a fresh directory), starts
@@ -85,6 +87,8 @@ char *itu_config_write(const char *dir, const char *overrides, int *port);
  * when the daemon exits or does not get ready. The daemon is killed when
  * the calling test process dies (PR_SET_PDEATHSIG). */
 struct itu_daemon *itu_daemon_start(const char *dir, const char *overrides);
+/* A new client for the daemon's "listen" address (TCP or unix:). */
+struct itu_client *itu_daemon_client(const struct itu_daemon *d);
 /* SIGTERM, then waits up to `timeout_ms` for the exit. Returns the exit
  * status (0..255), 128+N when killed by signal N, or -1 on timeout (then
  * the daemon is SIGKILLed). */
@@ -109,17 +113,19 @@ int itu_run(char *const argv[], char **output);
 /* ---- HTTP ---- */
 
 struct itu_resp {
-    long status;     /* 0: no HTTP answer (see err) */
-    char *body;      /* NUL-terminated */
+    long status; /* 0: no HTTP answer (see err) */
+    char *body;  /* NUL-terminated */
     size_t len;
-    char *headers;   /* the raw header block of the final response */
-    cJSON *json;     /* the body parsed, when it is JSON, else NULL */
-    char err[256];   /* libcurl's error text when status is 0 */
+    char *headers; /* the raw header block of the final response */
+    cJSON *json;   /* the body parsed, when it is JSON, else NULL */
+    char err[256]; /* libcurl's error text when status is 0 */
 };
 
 struct itu_client;
 /* One keep-alive connection's worth of libcurl state for 127.0.0.1:port. */
 struct itu_client *itu_client_new(int port);
+/* The same over the unix socket at `path` ("listen": "unix:/path"). */
+struct itu_client *itu_client_new_unix(const char *path);
 void itu_client_free(struct itu_client **c);
 /* Sends one request. `headers`: NULL or a NULL-terminated list of
  * "Name: value" strings. `ctype` NULL: no Content-Type. `timeout_ms` 0:
@@ -177,12 +183,12 @@ int itu_json_outputs(const cJSON *json, int rows, int width, float *out);
 
 struct itu_infer {
     long status;
-    char adapter[160];   /* "" when the answer names no adapter (base) */
-    long long version;   /* -1 when missing */
+    char adapter[160]; /* "" when the answer names no adapter (base) */
+    long long version; /* -1 when missing */
     char variant[16];
-    float *out;          /* rows x out_width values (200 only), null -> NaN */
-    int nonfinite_hdr;   /* X-Lorad-Nonfinite value, 0 when absent */
-    char why[768];       /* what is malformed, when itu_infer_do is false */
+    float *out;        /* rows x out_width values (200 only), null -> NaN */
+    int nonfinite_hdr; /* X-Lorad-Nonfinite value, 0 when absent */
+    char why[768];     /* what is malformed, when itu_infer_do is false */
     struct itu_resp r;
 };
 
@@ -219,10 +225,10 @@ struct itu_model {
 
 struct itu_adapter {
     char *name;
-    size_t n;               /* == model layers */
-    struct tu_lora *lora;   /* [n]; lora[i].A == NULL: no LoRA on layer i */
-    double **W_repl;        /* [n]: modules_to_save weight or NULL */
-    double **b_repl;        /* [n]: modules_to_save bias or NULL */
+    size_t n;             /* == model layers */
+    struct tu_lora *lora; /* [n]; lora[i].A == NULL: no LoRA on layer i */
+    double **W_repl;      /* [n]: modules_to_save weight or NULL */
+    double **b_repl;      /* [n]: modules_to_save bias or NULL */
 };
 
 /* Parses model_dir/config.json + model.safetensors. Aborts the test on any

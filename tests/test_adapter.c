@@ -683,6 +683,18 @@ START_TEST(test_unknown_tensor_and_module)
     ad_free(&a);
     expect_err("um", NULL, NULL, LORAD_E_UNKNOWN_MODULE, "nope.proj", "other", NULL);
 
+    /* a long list is cut with "..." but counted in full */
+    ad_init(&a, "many", NULL, 2, 4);
+    for (int i = 0; i < 30; i++) {
+        char k[64];
+        snprintf(k, sizeof(k), "model.encoder.block_%02d.mlp.lora_A.weight", i);
+        ad_add(&a, k, "F32", 2, 2, 6, 0, 1);
+    }
+    free(ad_write(&a));
+    ad_free(&a);
+    expect_err("many", NULL, NULL, LORAD_E_UNKNOWN_MODULE, "30 layer(s)", "block_00", ", ...",
+               NULL);
+
     ad_init(&a, "umw", NULL, 2, 4);
     ad_add(&a, "base_model.model.classifier.weight", "F32", 2, 2, 6, 0, 1);
     free(ad_write(&a));
