@@ -13,7 +13,7 @@ PKGS      := libmicrohttpd libcjson openblas libuv liburcu-qsbr nettle
 TEST_PKGS := check libcurl
 DEB_PKGS  := build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev \
              libuv1-dev liburcu-dev nettle-dev check libcurl4-openssl-dev curl jq wrk \
-             clang systemd shellcheck
+             clang systemd shellcheck prometheus haproxy
 
 CC      ?= cc
 OPT     ?= -O2 -g

@@ -22,6 +22,7 @@
 #include "../lib/adapter.h"
 #include "lorad.h"
 #include "startup.h"
+#include "../lib/jsontext.h"
 
 #define CONFIG_FILE_MAX (1u << 20)
 #define TOKEN_FILE_MAX 4096
@@ -272,8 +273,9 @@ int config_load_file(struct lorad_config *c, const char *path, struct lorad_erro
     int rc = read_small_file(path, CONFIG_FILE_MAX, false, &text, &len, err);
     if (rc < 0)
         return rc;
-    if (strlen(text) != len) {
-        rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: contains a NUL byte", path);
+    if (json_has_nul_escape(text, len)) {
+        rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG,
+                             "%s: contains a NUL character (raw or \\u0000)", path);
         goto fail;
     }
     cJSON_Minify(text); /* drops comments and whitespace */

@@ -25,6 +25,7 @@
 
 #include "../lib/statefile.h"
 #include "control.h"
+#include "../lib/jsontext.h"
 #include "lorad.h"
 #include "startup.h"
 
@@ -156,6 +157,16 @@ static int parse_body(struct http_request *r, const char *const *allowed, bool a
     }
     if (strlen(b) != r->body_len)
         return lorad_error_set(err, LORAD_E_INVALID_REQUEST, "the body contains a NUL byte");
+    if (json_has_nul_escape(b, r->body_len)) {
+        /* Only /swap carries a name; a NUL there is a forbidden name (it
+         * would otherwise truncate "demo-b\u0000../x" to "demo-b"). */
+        bool named = false;
+        for (const char *const *a = allowed; *a; a++)
+            named = named || strcmp(*a, "adapter") == 0;
+        return lorad_error_set(err, named ? LORAD_E_FORBIDDEN_NAME : LORAD_E_INVALID_REQUEST,
+                               "a JSON string contains \\u0000 (NUL)%s",
+                               named ? "; adapter names cannot contain NUL" : "");
+    }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(b, &end, 1);
     if (!j)

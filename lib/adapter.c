@@ -14,6 +14,7 @@
  * the read.
  */
 #include "adapter.h"
+#include "jsontext.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -563,9 +564,14 @@ static int config_fields(const cJSON *root, struct adapter_config *c, struct lor
 static int config_parse(const char *text, size_t len, struct adapter_config *c,
                         struct lorad_error *err)
 {
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root;
     const cJSON *pt;
     int rc;
+
+    if (json_has_nul_escape(text, len))
+        return lorad_error_set(err, LORAD_E_INVALID_ADAPTER,
+                               CONFIG_FILE ": a string contains a NUL character (\\u0000)");
+    root = cJSON_ParseWithLength(text, len);
 
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);

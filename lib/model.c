@@ -9,6 +9,7 @@
  * reported once through the warning callback.
  */
 #include "model.h"
+#include "jsontext.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -233,6 +234,9 @@ static int parse_config_text(const char *text, size_t len, const char *display, 
     const cJSON *layers;
     int rc;
 
+    if (json_has_nul_escape(text, len))
+        return lorad_error_set(err, LORAD_E_INVALID_MODEL,
+                               "%s: a string contains a NUL character (\\u0000)", display);
     root = cJSON_ParseWithLength(text, len);
     if (!root) {
         rc = lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: malformed JSON near byte %td",

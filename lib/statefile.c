@@ -175,7 +175,10 @@ static int fsync_dir(const char *path)
 
 int statefile_write(const char *path, const char *text, size_t len, struct lorad_error *err)
 {
-    static const char suffix[] = ".tmp.XXXXXX";
+    /* One fixed temp name: writes to one path are serialised by the caller,
+     * so a crash leaves at most one "<path>.tmp", which the next write
+     * truncates and reuses (no debris accumulates across crashes). */
+    static const char suffix[] = ".tmp";
     char *tmp = NULL;
     const char *what = "allocate";
     bool created = false;
@@ -193,7 +196,7 @@ int statefile_write(const char *path, const char *text, size_t len, struct lorad
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, suffix, sizeof(suffix));
     what = "create temp file";
-    fd = mkostemp(tmp, O_CLOEXEC);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         goto fail;
     created = true;

@@ -34,9 +34,10 @@
 char *statefile_render(const struct serving *s, const struct adapter_profile *profile,
                        const struct model *m);
 
-/* Atomically replaces `path` with `text` (temp + fsync + rename + fsync of
- * the directory). LORAD_E_INTERNAL with errno text on failure (the old file
- * is left intact). Any thread. */
+/* Atomically replaces `path` with `text` (write "<path>.tmp", fsync,
+ * rename, fsync of the directory). LORAD_E_INTERNAL with errno text on
+ * failure (the old file is left intact). Any thread, but writes to one path
+ * must be serialised by the caller (they share the temp name). */
 int statefile_write(const char *path, const char *text, size_t len, struct lorad_error *err);
 
 /* Result of a restore attempt. */

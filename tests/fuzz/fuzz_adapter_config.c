@@ -5,13 +5,15 @@
  *
  * Once per process: a scratch directory with adapter_dir/a/ holding a fixed,
  * valid adapter_model.safetensors (LoRA r=2 on layers.0.proj, r=4 on
- * layers.1.proj) for a two-layer in-memory model. Each input is written as
- * a/adapter_config.json and staged three ways: against a fully partial
- * profile, then (when that succeeds) against the profile it completed
- * (which must succeed again: an adapter is compatible with its own
- * profile), and against a profile from the config (max_rank 4, both layers
- * targeted). Staging must either return a snapshot or an error with a code
- * and a message.
+ * layers.1.proj) for a two-layer in-memory model, adapter_dir/d/ with the
+ * same plus DoRA magnitudes and a modules_to_save weight for layers.1.proj,
+ * and adapter_dir/b/ with lora_B biases and that weight instead. Each input is written as a/adapter_config.json
+ * and staged three ways: against a fully partial profile, then (when that
+ * succeeds) against the profile it completed (which must succeed again: an
+ * adapter is compatible with its own profile), and against a profile from
+ * the config (max_rank 4, both layers targeted); then as the config of d/
+ * and of b/ against the partial profile. Staging must either
+ * return a snapshot or an error with a code and a message.
  */
 #include <fcntl.h>
 #include <stddef.h>
@@ -88,6 +90,35 @@ static void setup(void)
     snprintf(path, sizeof(path), "%s/adapters/a/adapter_model.safetensors", root);
     if (st_write(path, t, 4, &err))
         die("st_write", &err);
+    {
+        float m0[4] = {1, 0.5f, 2, 1}, m1[3] = {1, 1, 0.25f}, bb0[4] = {0.5f, 0, 0, -0.5f};
+        float bb1[3] = {1, 2, 3}, w1[3 * 4];
+        for (size_t i = 0; i < 12; i++)
+            w1[i] = 0.0625f * (float)i;
+        struct st_write_tensor td[7] = {
+            t[0], t[1], t[2], t[3],
+            {"base_model.model.layers.1.proj.weight", ST_F32, 2, {3, 4}, w1},
+            {"base_model.model.layers.0.proj.lora_magnitude_vector", ST_F32, 1, {4}, m0},
+            {"base_model.model.layers.1.proj.lora_magnitude_vector", ST_F32, 1, {3}, m1},
+        };
+        struct st_write_tensor tb[7] = {
+            t[0], t[1], t[2], t[3], td[4],
+            {"base_model.model.layers.0.proj.lora_B.bias", ST_F32, 1, {4}, bb0},
+            {"base_model.model.layers.1.proj.lora_B.bias", ST_F32, 1, {3}, bb1},
+        };
+        snprintf(path, sizeof(path), "%s/adapters/d", root);
+        if (mkdir(path, 0700))
+            die("mkdir d", NULL);
+        snprintf(path, sizeof(path), "%s/adapters/d/adapter_model.safetensors", root);
+        if (st_write(path, td, 7, &err))
+            die("st_write d", &err);
+        snprintf(path, sizeof(path), "%s/adapters/b", root);
+        if (mkdir(path, 0700))
+            die("mkdir b", NULL);
+        snprintf(path, sizeof(path), "%s/adapters/b/adapter_model.safetensors", root);
+        if (st_write(path, tb, 7, &err))
+            die("st_write b", &err);
+    }
     if (model_config_parse(model_json, sizeof(model_json) - 1, NULL, &M, &err))
         die("model", &err);
     for (size_t i = 0; i < M->nlayers; i++) {
@@ -107,13 +138,19 @@ static void setup(void)
         die("open adapters", NULL);
 }
 
-static int stage(const struct adapter_profile *p, struct adapter_profile **completed)
+static int stage(const char *name, const struct adapter_profile *p,
+                 struct adapter_profile **completed)
 {
-    struct adapter_stage_args a = {adir, "a", NULL, M, p};
+    struct adapter_stage_args a = {adir, name, NULL, M, p};
     struct lorad_error err = {0};
     struct snapshot *s = NULL;
     struct adapter_profile *po = NULL;
     int rc = adapter_stage(&a, &s, &po, &err);
+
+    if (getenv("FUZZ_VERBOSE")) /* for checking what the seeds reach */
+        fprintf(stderr, "stage %s (%s profile): %d %s\n", name,
+                p == P_config ? "config" : p == P_partial ? "partial" : "completed", rc,
+                rc ? err.msg : "ok");
 
     if (rc == 0) {
         if (!s)
@@ -129,23 +166,32 @@ static int stage(const struct adapter_profile *p, struct adapter_profile **compl
     return rc;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void write_config(const char *name, const uint8_t *data, size_t size)
 {
     char path[400];
-    struct adapter_profile *done = NULL;
     FILE *f;
-
-    if (adir < 0)
-        setup();
-    snprintf(path, sizeof(path), "%s/adapters/a/adapter_config.json", root);
+    snprintf(path, sizeof(path), "%s/adapters/%s/adapter_config.json", root, name);
     f = fopen(path, "wb");
     if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0)
         abort();
-    if (stage(P_partial, &done) == 0 && done) {
-        if (stage(done, NULL) != 0)
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct adapter_profile *done = NULL;
+
+    if (adir < 0)
+        setup();
+    write_config("a", data, size);
+    if (stage("a", P_partial, &done) == 0 && done) {
+        if (stage("a", done, NULL) != 0)
             __builtin_trap(); /* must be compatible with the profile it made */
     }
     adapter_profile_free(&done);
-    stage(P_config, NULL);
+    stage("a", P_config, NULL);
+    write_config("d", data, size);
+    stage("d", P_partial, NULL);
+    write_config("b", data, size);
+    stage("b", P_partial, NULL);
     return 0;
 }

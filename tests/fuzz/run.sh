@@ -21,8 +21,8 @@ if [ "${1:-}" = "--replay" ]; then
     replay_only=1
     shift
 fi
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 mkdir -p "$B/logs"
 bad=""
 for name in "$@"; do
@@ -48,7 +48,10 @@ for name in "$@"; do
         fi
     fi
     [ "$replay_only" = 1 ] && continue
-    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    dict=
+    [ -f "$here/$name.dict" ] && dict="-dict=$here/$name.dict"
+    # shellcheck disable=SC2086 # $dict is empty or one word
+    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 $dict \
         -print_final_stats=1 -artifact_prefix="$art" "$B/corpus/$name" "$@" >"$log" 2>&1; then
         stats=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -n 1)
         printf '%-16s ok: %s\n' "$name" "$stats"

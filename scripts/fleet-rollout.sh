@@ -1,0 +1,581 @@
+#!/bin/sh
+# lorad — scripts/fleet-rollout.sh: rolls an adapter through a fleet of lorad
+# instances (e.g. the backends of deploy/haproxy.cfg), or undoes a rollout.
+#
+# Before touching anything it reads every instance's GET /status and records
+# what it serves (stable adapter, version, sha256) in the record file
+# (--state-file). The first instance is the canary: scripts/canary-rollout.sh
+# runs its evidence gates there and promotes. The others then get the adapter
+# in waves of --wave-size instances: POST /swap (stable), wait
+# --wave-interval seconds, then gate each instance of the wave on the change
+# of its stable counters over that time (non-finite rows, error rate), on
+# /readyz and, with --probe, on probe rows answering 200 with finite values.
+# Any failed gate or refused request rolls EVERY touched instance back to
+# what it served before: POST /rollback {"version": N} while that version is
+# still in its history, else POST /swap of the recorded adapter.
+#
+# --rollback undoes a completed rollout: with the record file, every instance
+# that still serves the version this rollout gave it goes back to the
+# recorded one; without a record file, every instance of --instances that
+# serves --adapter is rolled back one step (POST /rollback {}).
+#
+# Control requests go to each instance directly (never through the load
+# balancer, which would pick an arbitrary backend). Exit: 0 done, 1 a gate
+# failed (every touched instance rolled back), 2 an instance refused a
+# request or is not in a state to start (touched instances rolled back),
+# 3 an instance unreachable or an unreadable answer, 4 rolling back failed
+# somewhere (the log says where; act by hand), 64 usage. POSIX sh, curl, jq.
+# jq programs below use $names that jq, not the shell, expands.
+# shellcheck disable=SC2016
+set -u
+
+PROG=fleet-rollout
+INSTANCES=""
+ADAPTER=""
+WAVE_SIZE=1
+WAVE_INTERVAL=""
+STATE_FILE=""
+TOKEN_FILE=""
+ROLLBACK=0
+CANARY_SCRIPT=""
+# Passed through to canary-rollout.sh (and used by the wave gates).
+STEPS=""
+INTERVAL=30
+MAX_NONFINITE=0
+MAX_ERROR_RATE=0.01
+MAX_P99_RATIO=""
+MIN_REQUESTS=""
+PROBE=""
+SHA256=""
+CURL_TIMEOUT=${FLEET_CURL_TIMEOUT:-60}
+
+TMPD=""
+HTTP_STATUS=""
+HTTP_BODY=""
+TOUCHED=""     # instances (indexes) changed by this run, in order
+RESTORE_FAILED=0
+
+usage() {
+    cat <<'EOF'
+usage: fleet-rollout.sh --instances URL,URL,... --adapter NAME [options]
+       fleet-rollout.sh --rollback --state-file FILE [--token-file F]
+       fleet-rollout.sh --rollback --instances URL,... --adapter NAME
+
+Rolls adapter NAME through a fleet of lorad instances: the first instance
+as a canary (the gates of canary-rollout.sh), then the rest in waves. A
+failed gate rolls every touched instance back to what it served before.
+
+  --instances LIST      control-plane base URLs, comma separated; the first
+                        one is the canary
+  --adapter NAME        adapter name under each instance's adapter_dir
+  --wave-size N         instances swapped together after the canary
+                        (default 1)
+  --wave-interval S     seconds of evidence per wave (default: --interval)
+  --state-file FILE     record of what each instance served before and after
+                        (default ./fleet-rollout.json); --rollback reads it
+  --rollback            undo a completed rollout (see above)
+  --token-file F        bearer token for control requests
+  --canary-script PATH  canary-rollout.sh to use (default: next to this one)
+ canary and wave gates (passed through to canary-rollout.sh):
+  --steps LIST          canary percentages (canary-rollout.sh's default)
+  --interval S          seconds per canary step (default 30)
+  --max-nonfinite N     non-finite rows allowed (default 0)
+  --max-error-rate R    share of answers >= 500 allowed (default 0.01)
+  --max-p99-ratio X     canary p99 <= X * stable p99 (canary only)
+  --min-requests N      requests before the latency gate (canary only)
+  --probe FILE          JSON array of input rows that must answer 200 with
+                        finite values (canary steps and every wave instance)
+  --sha256 HEX          expected sha256 of adapter_model.safetensors
+  --help                this text
+
+exit status: 0 done, 1 a gate failed and every touched instance was rolled
+back, 2 an instance refused a request (touched ones rolled back), 3 an
+instance unreachable, 4 a roll back failed (act by hand), 64 usage error
+EOF
+}
+
+say() { printf '%s: %s %s\n' "$PROG" "$(date -u +%H:%M:%S)" "$*"; }
+die_usage() { say "$*" >&2; say "try --help" >&2; exit 64; }
+
+# shellcheck disable=SC2317
+cleanup() { if [ -n "$TMPD" ]; then rm -rf "$TMPD"; fi; }
+
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; }
+is_number() { printf '%s' "$1" | grep -Eq '^[0-9]+(\.[0-9]+)?$'; }
+awk_true() { awk "BEGIN { exit !($1) }"; }
+
+# nth I: the I-th instance URL (1-based).
+nth() { printf '%s\n' "$INSTANCES" | tr ',' '\n' | sed -n "${1}p"; }
+count_instances() { printf '%s\n' "$INSTANCES" | tr ',' '\n' | grep -c .; }
+
+# request URL METHOD PATH [BODYFILE]: sets HTTP_STATUS and HTTP_BODY;
+# returns 1 (HTTP_STATUS 000) when the instance cannot be reached.
+request() {
+    _u=$1
+    _m=$2
+    _p=$3
+    _b=${4:-}
+    set -- -sS -o "$TMPD/body" -w '%{http_code}' --max-time "$CURL_TIMEOUT" -X "$_m"
+    if [ -n "$_b" ]; then
+        set -- "$@" -H 'Content-Type: application/json' --data-binary "@$_b"
+    fi
+    if [ -n "$TOKEN_FILE" ] && [ "$_m" = POST ] && [ "$_p" != /infer ]; then
+        set -- "$@" -H "@$TMPD/auth"
+    fi
+    : >"$TMPD/body"
+    if ! HTTP_STATUS=$(curl "$@" "$_u$_p" 2>"$TMPD/curlerr"); then
+        HTTP_STATUS=000
+        HTTP_BODY=$(head -n 1 "$TMPD/curlerr")
+        return 1
+    fi
+    HTTP_BODY=$(cat "$TMPD/body")
+    return 0
+}
+
+post() {
+    printf '%s' "$3" >"$TMPD/req"
+    request "$1" POST "$2" "$TMPD/req"
+}
+
+# answer_error: "HTTP N code: message" of the last answer.
+answer_error() {
+    if [ "$HTTP_STATUS" = 000 ]; then
+        printf 'unreachable (%s)' "$HTTP_BODY"
+        return
+    fi
+    _e=$(printf '%s' "$HTTP_BODY" | jq -r '"\(.error.code): \(.error.message)"' 2>/dev/null)
+    if [ -z "$_e" ] || [ "$_e" = "null: null" ]; then
+        _e=$(printf '%s' "$HTTP_BODY" | head -c 200)
+    fi
+    printf 'HTTP %s %s' "$HTTP_STATUS" "$_e"
+}
+
+field() { printf '%s' "$HTTP_BODY" | jq -r "$1" 2>/dev/null; }
+
+# ---- the record file ----
+# {"adapter", "state": "started|completed|rolled_back|failed", "instances":
+#  [{"url", "before": {"adapter","version","sha256"}, "after": {..}|null}]}
+
+# record_set JQ-FILTER [jq args...]: rewrites the record atomically. The
+# filter is a jq program.
+record_set() {
+    _f=$1
+    shift
+    if ! jq "$@" "$_f" "$STATE_FILE" >"$STATE_FILE.tmp" || ! mv "$STATE_FILE.tmp" "$STATE_FILE"; then
+        say "cannot update the record file $STATE_FILE" >&2
+        return 1
+    fi
+}
+
+# before_of I / after_of I: "adapter version" recorded for instance I
+# ("null 0" for the base model only).
+before_of() { jq -r --argjson i "$1" '.instances[$i - 1].before | "\(.adapter) \(.version)"' "$STATE_FILE"; }
+after_of() { jq -r --argjson i "$1" '.instances[$i - 1].after | if . then "\(.adapter) \(.version)" else "none" end' "$STATE_FILE"; }
+
+# ---- restoring one instance ----
+
+# restore I WANT_ADAPTER WANT_VERSION: makes instance I serve that stable
+# again (aborting a live canary first). Sets RESTORE_FAILED on failure.
+restore() {
+    _i=$1
+    _wa=$2
+    _wv=$3
+    _u=$(nth "$_i")
+    if ! request "$_u" GET /status || [ "$HTTP_STATUS" != 200 ]; then
+        say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
+        RESTORE_FAILED=1
+        return 1
+    fi
+    if [ "$(field '.canary != null')" = true ]; then
+        say "$_u: aborting the live canary $(field '"\(.canary.adapter) v\(.canary.version)"')"
+        if ! post "$_u" /rollback '{}' || [ "$HTTP_STATUS" != 200 ]; then
+            say "ROLLBACK FAILED on $_u: canary abort: $(answer_error)" >&2
+            RESTORE_FAILED=1
+            return 1
+        fi
+        request "$_u" GET /status || true
+    fi
+    _cur=$(field '"\(.stable.adapter) \(.stable.version)"')
+    if [ "$_cur" = "$_wa $_wv" ]; then
+        say "$_u: serves $_wa v$_wv already"
+        return 0
+    fi
+    _inhist=$(printf '%s' "$HTTP_BODY" | jq -r --argjson v "$_wv" '[.history[]?.version] | index($v) != null' 2>/dev/null)
+    if [ "$_inhist" = true ]; then
+        post "$_u" /rollback "{\"version\": $_wv}"
+        _how="POST /rollback {\"version\": $_wv}"
+    elif [ "$_wa" = null ]; then
+        say "ROLLBACK FAILED on $_u: the base model (v0) is no longer in its history" >&2
+        RESTORE_FAILED=1
+        return 1
+    else
+        post "$_u" /swap "$(jq -cn --arg a "$_wa" '{adapter: $a}')"
+        _how="POST /swap {\"adapter\": \"$_wa\"} (v$_wv no longer in history)"
+    fi
+    if [ "$HTTP_STATUS" != 200 ]; then
+        say "ROLLBACK FAILED on $_u: $_how: $(answer_error)" >&2
+        RESTORE_FAILED=1
+        return 1
+    fi
+    say "$_u: rolled back from $(printf "%s" "$_cur" | sed "s/ / v/") to $(field '"\(.adapter) v\(.version)"') by $_how"
+    return 0
+}
+
+# rollback_touched: restores every touched instance, newest first.
+rollback_touched() {
+    if [ -z "$TOUCHED" ]; then
+        say "no instance was touched; nothing to roll back"
+        return 0
+    fi
+    say "rolling back every touched instance:$(for _t in $TOUCHED; do printf ' %s' "$(nth "$_t")"; done)"
+    for _t in $(printf '%s' "$TOUCHED" | tr ' ' '\n' | grep . | sort -rn); do
+        # shellcheck disable=SC2046
+        restore "$_t" $(before_of "$_t") || true
+    done
+}
+
+# abort CODE REASON: rolls back what this run touched and exits.
+abort() {
+    _code=$1
+    say "FAILED: $2" >&2
+    rollback_touched
+    if [ "$RESTORE_FAILED" = 1 ]; then
+        record_set '.state = "failed"' || true
+        say "rollout of $ADAPTER FAILED and rolling back failed on some instance; see above" >&2
+        exit 4
+    fi
+    record_set '.state = "rolled_back"' || true
+    say "rollout of $ADAPTER aborted; every touched instance serves what it served before"
+    exit "$_code"
+}
+
+# shellcheck disable=SC2317
+interrupted() {
+    trap - INT TERM
+    abort 130 "interrupted"
+}
+
+# ---- the rollout ----
+
+# snapshot_all: checks every instance is serving with no canary and records
+# its stable in a fresh record file.
+snapshot_all() {
+    jq -n --arg a "$ADAPTER" --arg t "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        '{adapter: $a, started: $t, state: "started", instances: []}' >"$STATE_FILE" ||
+        die_usage "cannot write the record file $STATE_FILE"
+    _n=$(count_instances)
+    _i=1
+    while [ "$_i" -le "$_n" ]; do
+        _u=$(nth "$_i")
+        if ! request "$_u" GET /status; then
+            say "$_u unreachable: $(answer_error)" >&2
+            exit 3
+        fi
+        if [ "$HTTP_STATUS" != 200 ] || [ "$(field '.stable.version | type')" != number ]; then
+            say "$_u: GET /status: $(answer_error)" >&2
+            exit 3
+        fi
+        if [ "$(field '.state')" != serving ]; then
+            say "$_u is $(field '.state'), not serving; refusing to start" >&2
+            exit 2
+        fi
+        if [ "$(field '.canary != null')" = true ]; then
+            say "$_u has a live canary ($(field '"\(.canary.adapter) v\(.canary.version)"')); promote or roll it back first" >&2
+            exit 2
+        fi
+        printf '%s' "$HTTP_BODY" | jq -c --arg u "$_u" \
+            '{url: $u, before: {adapter: .stable.adapter, version: .stable.version, sha256: .stable.sha256}, after: null}' \
+            >"$TMPD/inst" || exit 3
+        record_set '.instances += [$x[0]]' --slurpfile x "$TMPD/inst" || exit 3
+        say "$_u: serves $(field '"\(.stable.adapter) v\(.stable.version)"') (recorded)"
+        _i=$((_i + 1))
+    done
+}
+
+# record_after I: records what instance I serves now as its "after".
+record_after() {
+    _u=$(nth "$1")
+    if request "$_u" GET /status && [ "$HTTP_STATUS" = 200 ]; then
+        printf '%s' "$HTTP_BODY" | jq -c '{adapter: .stable.adapter, version: .stable.version, sha256: .stable.sha256}' >"$TMPD/after"
+        record_set '.instances[$i - 1].after = $x[0]' --argjson i "$1" --slurpfile x "$TMPD/after"
+    fi
+}
+
+# probe_ok URL: the probe rows, pinned to the stable, answer 200 finite.
+probe_ok() {
+    jq -c '{inputs: ., variant: "stable"}' "$PROBE" >"$TMPD/probe" || return 1
+    request "$1" POST /infer "$TMPD/probe" || return 1
+    [ "$HTTP_STATUS" = 200 ] || return 1
+    _nf=$(field '[.outputs[][] | select(. == null or (type == "number" and isinfinite))] | length')
+    [ "$_nf" = 0 ]
+}
+
+# counters URL: "requests errors nonfinite" of the stable (from HTTP_BODY
+# after a GET /status); empty when unreadable.
+counters() {
+    field '"\(.requests.stable.requests // 0) \(.requests.stable.errors // 0) \(.requests.stable.nonfinite_rows // 0)"'
+}
+
+# wave FIRST LAST N: swaps instances FIRST..LAST, waits, gates them.
+wave() {
+    _first=$1
+    _last=$2
+    say "wave $3: instances $_first..$_last of $(count_instances)"
+    _body=$(jq -cn --arg a "$ADAPTER" --arg h "$SHA256" \
+        '{adapter: $a} + (if $h == "" then {} else {sha256: $h} end)')
+    _i=$_first
+    while [ "$_i" -le "$_last" ]; do
+        _u=$(nth "$_i")
+        request "$_u" GET /status || abort 3 "$_u unreachable: $(answer_error)"
+        counters >"$TMPD/c0.$_i"
+        TOUCHED="$TOUCHED $_i"
+        if ! post "$_u" /swap "$_body"; then
+            abort 3 "$_u: POST /swap unreachable: $(answer_error)"
+        fi
+        if [ "$HTTP_STATUS" != 200 ]; then
+            abort 2 "$_u: POST /swap refused: $(answer_error)"
+        fi
+        say "$_u: swapped: $(field '"\(.adapter) v\(.version) stable (generation \(.generation), staged in \(.stage_ms) ms)"')"
+        _i=$((_i + 1))
+    done
+    sleep "$WAVE_INTERVAL"
+    _i=$_first
+    while [ "$_i" -le "$_last" ]; do
+        _u=$(nth "$_i")
+        request "$_u" GET /status || abort 3 "$_u unreachable: $(answer_error)"
+        [ "$HTTP_STATUS" = 200 ] || abort 3 "$_u: GET /status: $(answer_error)"
+        _now=$(field '"\(.stable.adapter)"')
+        [ "$_now" = "$ADAPTER" ] || abort 2 "$_u now serves $_now; someone else changed it"
+        # shellcheck disable=SC2046
+        set -- $(cat "$TMPD/c0.$_i") $(counters)
+        [ $# -eq 6 ] || abort 3 "$_u: unreadable counters in /status"
+        _r=$(($4 - $1))
+        _e=$(($5 - $2))
+        _nf=$(($6 - $3))
+        _line="$_u: gate: requests=$_r errors=$_e nonfinite=$_nf over ${WAVE_INTERVAL}s"
+        awk_true "$_nf <= $MAX_NONFINITE" ||
+            abort 1 "$_line: nonfinite rows $_nf > --max-nonfinite $MAX_NONFINITE"
+        if awk_true "$_r > 0 && $_e / $_r > $MAX_ERROR_RATE"; then
+            abort 1 "$_line: error rate $_e/$_r > --max-error-rate $MAX_ERROR_RATE"
+        fi
+        if ! request "$_u" GET /readyz || [ "$HTTP_STATUS" != 200 ]; then
+            abort 1 "$_line: /readyz answered $(answer_error)"
+        fi
+        if [ -n "$PROBE" ] && ! probe_ok "$_u"; then
+            abort 1 "$_line: probe rows: $(answer_error | head -c 200)"
+        fi
+        say "$_line ok"
+        record_after "$_i" || true
+        _i=$((_i + 1))
+    done
+}
+
+rollout() {
+    trap interrupted INT TERM
+    snapshot_all
+    _n=$(count_instances)
+    say "rollout of $ADAPTER to $_n instances: canary $(nth 1), then waves of $WAVE_SIZE"
+
+    _rc=0
+    TOUCHED=1
+    (run_canary) || _rc=$?
+    case $_rc in
+    0) say "canary: promoted on $(nth 1)" ;;
+    1) abort 1 "canary gate failed on $(nth 1)" ;;
+    2) abort 2 "canary: $(nth 1) refused a request" ;;
+    *) abort 3 "canary: canary-rollout.sh exited $_rc" ;;
+    esac
+    request "$(nth 1)" GET /status || abort 3 "$(nth 1) unreachable"
+    [ "$(field '.stable.adapter')" = "$ADAPTER" ] ||
+        abort 2 "$(nth 1) serves $(field '.stable.adapter') after the canary, not $ADAPTER"
+    record_after 1 || true
+
+    _w=0
+    _i=2
+    while [ "$_i" -le "$_n" ]; do
+        _w=$((_w + 1))
+        _l=$((_i + WAVE_SIZE - 1))
+        [ "$_l" -le "$_n" ] || _l=$_n
+        wave "$_i" "$_l" "$_w"
+        _i=$((_l + 1))
+    done
+    record_set '.state = "completed" | .finished = $t' --arg t "$(date -u +%Y-%m-%dT%H:%M:%SZ)" || true
+    say "rollout of $ADAPTER complete: every instance serves it$(jq -r '[.instances[] | " \(.url)=v\(.after.version)"] | join(",")' "$STATE_FILE")"
+    exit 0
+}
+
+# run_canary: canary-rollout.sh with its output indented; exits with
+# its exit status (run in a subshell).
+run_canary() {
+    _u=$(nth 1)
+    set -- --url "$_u" --adapter "$ADAPTER" --interval "$INTERVAL" \
+        --max-nonfinite "$MAX_NONFINITE" --max-error-rate "$MAX_ERROR_RATE"
+    [ -z "$STEPS" ] || set -- "$@" --steps "$STEPS"
+    [ -z "$MAX_P99_RATIO" ] || set -- "$@" --max-p99-ratio "$MAX_P99_RATIO"
+    [ -z "$MIN_REQUESTS" ] || set -- "$@" --min-requests "$MIN_REQUESTS"
+    [ -z "$PROBE" ] || set -- "$@" --probe "$PROBE"
+    [ -z "$SHA256" ] || set -- "$@" --sha256 "$SHA256"
+    [ -z "$TOKEN_FILE" ] || set -- "$@" --token-file "$TOKEN_FILE"
+    say "canary: $_u: $CANARY_SCRIPT"
+    { "$CANARY_SCRIPT" "$@" 2>&1; echo "$?" >"$TMPD/canary.rc"; } | sed 's/^/    /'
+    exit "$(cat "$TMPD/canary.rc")"
+}
+
+# ---- --rollback ----
+
+undo() {
+    if [ -n "$STATE_FILE" ] && [ -r "$STATE_FILE" ]; then
+        jq -e '.instances | type == "array"' "$STATE_FILE" >/dev/null 2>&1 ||
+            die_usage "--state-file: $STATE_FILE is not a fleet-rollout record"
+        ADAPTER=$(jq -r '.adapter' "$STATE_FILE")
+        _st=$(jq -r '.state' "$STATE_FILE")
+        INSTANCES=$(jq -r '[.instances[].url] | join(",")' "$STATE_FILE")
+        say "undoing the rollout of $ADAPTER recorded in $STATE_FILE (state $_st)"
+        _n=$(count_instances)
+        _i=$_n
+        while [ "$_i" -ge 1 ]; do
+            _u=$(nth "$_i")
+            _after=$(after_of "$_i")
+            if [ "$_after" = none ]; then
+                say "$_u: the rollout never completed here; nothing to undo"
+            elif ! request "$_u" GET /status || [ "$HTTP_STATUS" != 200 ]; then
+                say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
+                RESTORE_FAILED=1
+            elif [ "$(field '"\(.stable.adapter) \(.stable.version)"')" != "$_after" ]; then
+                say "ROLLBACK REFUSED on $_u: it serves $(field '"\(.stable.adapter) v\(.stable.version)"'), not $_after from this rollout; leaving it" >&2
+                RESTORE_FAILED=1
+            else
+                # shellcheck disable=SC2046
+                restore "$_i" $(before_of "$_i") || true
+            fi
+            _i=$((_i - 1))
+        done
+        if [ "$RESTORE_FAILED" = 1 ]; then
+            say "undo incomplete; see above" >&2
+            exit 4
+        fi
+        record_set '.state = "rolled_back"' || true
+        say "undo complete: every instance serves what it served before the rollout"
+        exit 0
+    fi
+    if [ -z "$INSTANCES" ] || [ -z "$ADAPTER" ]; then
+        die_usage "--rollback needs --state-file FILE (a readable record) or --instances and --adapter"
+    fi
+    say "no record file: rolling every instance that serves $ADAPTER back one step"
+    _n=$(count_instances)
+    _i=$_n
+    while [ "$_i" -ge 1 ]; do
+        _u=$(nth "$_i")
+        if ! request "$_u" GET /status || [ "$HTTP_STATUS" != 200 ]; then
+            say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
+            RESTORE_FAILED=1
+        elif [ "$(field '.canary != null')" = true ]; then
+            say "ROLLBACK REFUSED on $_u: a canary is live; handle it first" >&2
+            RESTORE_FAILED=1
+        elif [ "$(field '.stable.adapter')" != "$ADAPTER" ]; then
+            say "$_u: serves $(field '"\(.stable.adapter) v\(.stable.version)"'), not $ADAPTER; leaving it"
+        elif ! post "$_u" /rollback '{}' || [ "$HTTP_STATUS" != 200 ]; then
+            say "ROLLBACK FAILED on $_u: POST /rollback: $(answer_error)" >&2
+            RESTORE_FAILED=1
+        else
+            say "$_u: rolled back one step: $(field '"\(.previous.adapter) v\(.previous.version) -> \(.adapter) v\(.version)"')"
+        fi
+        _i=$((_i - 1))
+    done
+    [ "$RESTORE_FAILED" = 0 ] || exit 4
+    exit 0
+}
+
+# ---- arguments ----
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --help | -h) usage; exit 0 ;;
+        --rollback) ROLLBACK=1; shift ;;
+        --instances | --adapter | --wave-size | --wave-interval | --state-file | --token-file | \
+            --canary-script | --steps | --interval | --max-nonfinite | --max-error-rate | \
+            --max-p99-ratio | --min-requests | --probe | --sha256)
+            [ $# -ge 2 ] || die_usage "$1 needs a value"
+            _v=$2
+            case $1 in
+            --instances) INSTANCES=$_v ;;
+            --adapter) ADAPTER=$_v ;;
+            --wave-size) WAVE_SIZE=$_v ;;
+            --wave-interval) WAVE_INTERVAL=$_v ;;
+            --state-file) STATE_FILE=$_v ;;
+            --token-file) TOKEN_FILE=$_v ;;
+            --canary-script) CANARY_SCRIPT=$_v ;;
+            --steps) STEPS=$_v ;;
+            --interval) INTERVAL=$_v ;;
+            --max-nonfinite) MAX_NONFINITE=$_v ;;
+            --max-error-rate) MAX_ERROR_RATE=$_v ;;
+            --max-p99-ratio) MAX_P99_RATIO=$_v ;;
+            --min-requests) MIN_REQUESTS=$_v ;;
+            --probe) PROBE=$_v ;;
+            --sha256) SHA256=$_v ;;
+            esac
+            shift 2
+            ;;
+        *) die_usage "unknown argument: $1" ;;
+        esac
+    done
+}
+
+check_args() {
+    for _t in curl jq awk sed; do
+        command -v "$_t" >/dev/null 2>&1 || die_usage "$_t is required"
+    done
+    if [ -n "$INSTANCES" ]; then
+        # URLs without a trailing slash, no empty entries.
+        INSTANCES=$(printf '%s\n' "$INSTANCES" | tr ',' '\n' | sed 's:/*$::' | grep . | paste -sd, -)
+        for _u in $(printf '%s' "$INSTANCES" | tr ',' ' '); do
+            printf '%s' "$_u" | grep -Eq '^https?://[^/[:space:]]+$' ||
+                die_usage "--instances: not a base URL: $_u"
+        done
+        [ "$(printf '%s\n' "$INSTANCES" | tr ',' '\n' | sort | uniq -d)" = "" ] ||
+            die_usage "--instances: an instance is listed twice"
+    fi
+    if [ -n "$ADAPTER" ]; then
+        printf '%s' "$ADAPTER" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' ||
+            die_usage "--adapter: not a valid adapter name: $ADAPTER"
+    fi
+    if [ -n "$TOKEN_FILE" ] && [ ! -r "$TOKEN_FILE" ]; then
+        die_usage "--token-file: cannot read $TOKEN_FILE"
+    fi
+    [ "$ROLLBACK" = 1 ] && return 0
+    [ -n "$INSTANCES" ] || die_usage "--instances is required"
+    [ -n "$ADAPTER" ] || die_usage "--adapter is required"
+    { is_uint "$WAVE_SIZE" && [ "$WAVE_SIZE" -ge 1 ]; } || die_usage "--wave-size: not a positive count: $WAVE_SIZE"
+    is_number "$INTERVAL" || die_usage "--interval: not a number of seconds: $INTERVAL"
+    [ -n "$WAVE_INTERVAL" ] || WAVE_INTERVAL=$INTERVAL
+    is_number "$WAVE_INTERVAL" || die_usage "--wave-interval: not a number of seconds: $WAVE_INTERVAL"
+    is_uint "$MAX_NONFINITE" || die_usage "--max-nonfinite: not a count: $MAX_NONFINITE"
+    is_number "$MAX_ERROR_RATE" || die_usage "--max-error-rate: not a number: $MAX_ERROR_RATE"
+    if [ -n "$PROBE" ]; then
+        jq -e 'type == "array" and length > 0 and all(.[]; type == "array")' "$PROBE" \
+            >/dev/null 2>&1 || die_usage "--probe: $PROBE is not a JSON array of rows"
+    fi
+    [ -n "$STATE_FILE" ] || STATE_FILE=./fleet-rollout.json
+    if [ -z "$CANARY_SCRIPT" ]; then
+        CANARY_SCRIPT=$(dirname "$0")/canary-rollout.sh
+    fi
+    [ -x "$CANARY_SCRIPT" ] || die_usage "--canary-script: not executable: $CANARY_SCRIPT"
+}
+
+main() {
+    parse_args "$@"
+    check_args
+    TMPD=$(mktemp -d "${TMPDIR:-/tmp}/fleet-rollout.XXXXXX") || exit 3
+    trap cleanup EXIT
+    if [ -n "$TOKEN_FILE" ]; then
+        # Through a file so the token never shows in ps.
+        printf 'Authorization: Bearer %s\n' "$(tr -d '\r\n' <"$TOKEN_FILE")" >"$TMPD/auth"
+    fi
+    if [ "$ROLLBACK" = 1 ]; then
+        undo
+    fi
+    rollout
+}
+
+main "$@"
