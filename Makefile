@@ -101,6 +101,8 @@ itest: $(B)/lorad $(B)/lorad-mkdemo $(ITEST_BIN)
 check: $(B)/lorad $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
 	@B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
 	  ./tests/run-tests.sh $(UNIT_BIN) $(ITEST_BIN)
+	@# the fuzz corpora and regressions, replayed (seconds) where clang exists
+	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory fuzz-replay; fi
 
 $(B)/bench/roof: $(B)/obj/bench/roof.o $(B)/liblorad.a
 	@mkdir -p $(dir $@)

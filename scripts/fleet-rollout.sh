@@ -58,7 +58,7 @@ RESTORE_FAILED=0
 usage() {
     cat <<'EOF'
 usage: fleet-rollout.sh --instances URL,URL,... --adapter NAME [options]
-       fleet-rollout.sh --rollback --state-file FILE [--token-file F]
+       fleet-rollout.sh --rollback [--state-file FILE] [--token-file F]
        fleet-rollout.sh --rollback --instances URL,... --adapter NAME
 
 Rolls adapter NAME through a fleet of lorad instances: the first instance
@@ -167,19 +167,23 @@ record_set() {
     fi
 }
 
-# before_of I / after_of I: "adapter version" recorded for instance I
-# ("null 0" for the base model only).
-before_of() { jq -r --argjson i "$1" '.instances[$i - 1].before | "\(.adapter) \(.version)"' "$STATE_FILE"; }
+# before_of I: "adapter version sha256" recorded for instance I ("null 0
+# null" for the base model only); after_of I: "adapter version" or "none".
+before_of() { jq -r --argjson i "$1" '.instances[$i - 1].before | "\(.adapter) \(.version) \(.sha256)"' "$STATE_FILE"; }
 after_of() { jq -r --argjson i "$1" '.instances[$i - 1].after | if . then "\(.adapter) \(.version)" else "none" end' "$STATE_FILE"; }
 
 # ---- restoring one instance ----
 
-# restore I WANT_ADAPTER WANT_VERSION: makes instance I serve that stable
-# again (aborting a live canary first). Sets RESTORE_FAILED on failure.
+# restore I WANT_ADAPTER WANT_VERSION [SHA256]: makes instance I serve that
+# stable again (aborting a live canary first): POST /rollback {"version"}
+# while the version is in its history, else POST /swap of the adapter (with
+# the recorded sha256, so only the same bytes come back, as a new version).
+# Sets RESTORE_FAILED on failure.
 restore() {
     _i=$1
     _wa=$2
     _wv=$3
+    _wh=${4:-null}
     _u=$(nth "$_i")
     if ! request "$_u" GET /status || [ "$HTTP_STATUS" != 200 ]; then
         say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
@@ -209,7 +213,8 @@ restore() {
         RESTORE_FAILED=1
         return 1
     else
-        post "$_u" /swap "$(jq -cn --arg a "$_wa" '{adapter: $a}')"
+        post "$_u" /swap "$(jq -cn --arg a "$_wa" --arg h "$_wh" \
+            '{adapter: $a} + (if $h == "null" or $h == "" then {} else {sha256: $h} end)')"
         _how="POST /swap {\"adapter\": \"$_wa\"} (v$_wv no longer in history)"
     fi
     if [ "$HTTP_STATUS" != 200 ]; then
@@ -257,12 +262,20 @@ interrupted() {
 
 # ---- the rollout ----
 
-# snapshot_all: checks every instance is serving with no canary and records
-# its stable in a fresh record file.
+# snapshot_all: checks every instance is serving with no canary, then
+# records every stable in a fresh record file. An existing record of a run
+# that did not finish ("started", "failed") is not overwritten.
 snapshot_all() {
-    jq -n --arg a "$ADAPTER" --arg t "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-        '{adapter: $a, started: $t, state: "started", instances: []}' >"$STATE_FILE" ||
-        die_usage "cannot write the record file $STATE_FILE"
+    if [ -r "$STATE_FILE" ]; then
+        _old=$(jq -r '.state // empty' "$STATE_FILE" 2>/dev/null)
+        case $_old in
+        started | failed)
+            say "$STATE_FILE records an unfinished rollout of $(jq -r '.adapter' "$STATE_FILE") (state $_old); check the fleet, then remove the file or pass another --state-file" >&2
+            exit 2
+            ;;
+        esac
+    fi
+    : >"$TMPD/insts"
     _n=$(count_instances)
     _i=1
     while [ "$_i" -le "$_n" ]; do
@@ -285,11 +298,17 @@ snapshot_all() {
         fi
         printf '%s' "$HTTP_BODY" | jq -c --arg u "$_u" \
             '{url: $u, before: {adapter: .stable.adapter, version: .stable.version, sha256: .stable.sha256}, after: null}' \
-            >"$TMPD/inst" || exit 3
-        record_set '.instances += [$x[0]]' --slurpfile x "$TMPD/inst" || exit 3
-        say "$_u: serves $(field '"\(.stable.adapter) v\(.stable.version)"') (recorded)"
+            >>"$TMPD/insts" || exit 3
+        say "$_u: serves $(field '"\(.stable.adapter) v\(.stable.version)"')"
         _i=$((_i + 1))
     done
+    if ! jq -s --arg a "$ADAPTER" --arg t "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        '{adapter: $a, started: $t, state: "started", instances: .}' "$TMPD/insts" \
+        >"$STATE_FILE.tmp" || ! mv "$STATE_FILE.tmp" "$STATE_FILE"; then
+        say "cannot write the record file $STATE_FILE" >&2
+        exit 2
+    fi
+    say "recorded what every instance serves in $STATE_FILE"
 }
 
 # record_after I: records what instance I serves now as its "after".
@@ -424,12 +443,26 @@ run_canary() {
 # ---- --rollback ----
 
 undo() {
-    if [ -n "$STATE_FILE" ] && [ -r "$STATE_FILE" ]; then
+    if [ -z "$STATE_FILE" ] && [ -z "$INSTANCES" ]; then
+        STATE_FILE=./fleet-rollout.json
+    fi
+    if [ -n "$STATE_FILE" ] && [ ! -r "$STATE_FILE" ]; then
+        die_usage "--state-file: cannot read $STATE_FILE"
+    fi
+    if [ -n "$STATE_FILE" ]; then
         jq -e '.instances | type == "array"' "$STATE_FILE" >/dev/null 2>&1 ||
             die_usage "--state-file: $STATE_FILE is not a fleet-rollout record"
         ADAPTER=$(jq -r '.adapter' "$STATE_FILE")
         _st=$(jq -r '.state' "$STATE_FILE")
         INSTANCES=$(jq -r '[.instances[].url] | join(",")' "$STATE_FILE")
+        if [ "$_st" = rolled_back ]; then
+            say "the rollout of $ADAPTER recorded in $STATE_FILE was already rolled back; nothing to do"
+            exit 0
+        fi
+        if [ "$(jq '[.instances[] | select(.after != null)] | length' "$STATE_FILE")" = 0 ]; then
+            say "the rollout of $ADAPTER recorded in $STATE_FILE (state $_st) completed on no instance; nothing to undo"
+            exit 0
+        fi
         say "undoing the rollout of $ADAPTER recorded in $STATE_FILE (state $_st)"
         _n=$(count_instances)
         _i=$_n
@@ -442,7 +475,7 @@ undo() {
                 say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
                 RESTORE_FAILED=1
             elif [ "$(field '"\(.stable.adapter) \(.stable.version)"')" != "$_after" ]; then
-                say "ROLLBACK REFUSED on $_u: it serves $(field '"\(.stable.adapter) v\(.stable.version)"'), not $_after from this rollout; leaving it" >&2
+                say "ROLLBACK REFUSED on $_u: it serves $(field '"\(.stable.adapter) v\(.stable.version)"'), not $(printf '%s' "$_after" | sed 's/ / v/') from this rollout; leaving it" >&2
                 RESTORE_FAILED=1
             else
                 # shellcheck disable=SC2046
