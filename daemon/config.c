@@ -22,6 +22,7 @@
 #include "../lib/adapter.h"
 #include "lorad.h"
 #include "startup.h"
+#include "../lib/fileio.h"
 #include "../lib/jsontext.h"
 
 #define CONFIG_FILE_MAX (1u << 20)
@@ -93,49 +94,21 @@ void config_free(struct lorad_config *c)
 static int read_small_file(const char *path, size_t max, bool secret, char **out, size_t *len,
                            struct lorad_error *err)
 {
-    char *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: not a regular file", path);
-        goto fail;
+    if (secret && fstat(fd, &st) == 0 && (st.st_mode & S_IROTH)) {
+        close(fd);
+        return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: world-readable; chmod o-r it",
+                               path);
     }
-    if (secret && (st.st_mode & S_IROTH)) {
-        lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: world-readable; chmod o-r it", path);
-        goto fail;
-    }
-    if ((uint64_t)st.st_size > max) {
-        lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: larger than %zu bytes", path, max);
-        goto fail;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        lorad_error_set(err, LORAD_E_INTERNAL, "%s: out of memory", path);
-        goto fail;
-    }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: %s", path,
-                            n < 0 ? strerror(errno) : "file shrank while reading");
-            goto fail;
-        }
-        got += (size_t)n;
-    }
-    buf[got] = '\0';
+    rc = fileio_read_fd(fd, max, out, len);
     close(fd);
-    *out = buf;
-    *len = got;
+    if (rc < 0)
+        return lorad_error_set(err, rc == -ENOMEM ? LORAD_E_INTERNAL : LORAD_E_INVALID_CONFIG,
+                               "%s: %s (at most %zu bytes)", path, fileio_strerror(rc), max);
     return 0;
-fail:
-    free(buf);
-    close(fd);
-    return err ? err->code : LORAD_E_INVALID_CONFIG;
 }
 
 /* ---- typed setters: each names the key on error ---- */

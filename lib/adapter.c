@@ -14,6 +14,7 @@
  * the read.
  */
 #include "adapter.h"
+#include "fileio.h"
 #include "jsontext.h"
 
 #include <dirent.h>
@@ -792,31 +793,13 @@ static int stage_checksum(struct stage *s)
 
 static int read_config(struct stage *s, char **text, size_t *len)
 {
-    struct stat st;
-    char ebuf[128], *buf;
-    size_t got = 0;
-
-    if (fstat(s->cfg_fd, &st) < 0 || !S_ISREG(st.st_mode))
-        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, CONFIG_FILE ": not a regular file");
-    if ((uint64_t)st.st_size > CONFIG_MAX_BYTES)
-        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
-                               CONFIG_FILE ": larger than %u bytes", CONFIG_MAX_BYTES);
-    if (!(buf = malloc((size_t)st.st_size + 1)))
-        return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(s->cfg_fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            free(buf);
-            return lorad_error_set(s->err, LORAD_E_INTERNAL, CONFIG_FILE ": read: %s",
-                                   n < 0 ? strerror_r(errno, ebuf, sizeof(ebuf)) : "short read");
-        }
-        got += (size_t)n;
-    }
-    buf[got] = '\0';
-    *text = buf;
-    *len = got;
+    int rc = fileio_read_fd(s->cfg_fd, CONFIG_MAX_BYTES, text, len);
+    if (rc == -EINVAL || rc == -EFBIG)
+        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, CONFIG_FILE ": %s (at most %u bytes)",
+                               fileio_strerror(rc), CONFIG_MAX_BYTES);
+    if (rc < 0)
+        return lorad_error_set(s->err, LORAD_E_INTERNAL, CONFIG_FILE ": read: %s",
+                               fileio_strerror(rc));
     return 0;
 }
 

@@ -9,6 +9,7 @@
  * reported once through the warning callback.
  */
 #include "model.h"
+#include "fileio.h"
 #include "jsontext.h"
 
 #include <errno.h>
@@ -96,36 +97,14 @@ void model_act_apply(enum model_act a, float *v, size_t n)
 
 static char *read_small_file(const char *path, size_t max, size_t *len, struct lorad_error *err)
 {
-    FILE *f = fopen(path, "rb");
     char *buf = NULL;
-    size_t n = 0;
-
-    if (!f) {
-        lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: cannot open: %s", path, strerror(errno));
+    int rc = fileio_read_path(path, max, &buf, len);
+    if (rc < 0) {
+        lorad_error_set(err, rc == -ENOMEM ? LORAD_E_INTERNAL : LORAD_E_INVALID_MODEL,
+                        "%s: cannot read: %s", path, fileio_strerror(rc));
         return NULL;
     }
-    buf = malloc(max + 1);
-    if (!buf) {
-        lorad_error_set(err, LORAD_E_INTERNAL, "%s: out of memory", path);
-        goto fail;
-    }
-    n = fread(buf, 1, max + 1, f);
-    if (ferror(f)) {
-        lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: read error", path);
-        goto fail;
-    }
-    if (n > max) {
-        lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: larger than %zu bytes", path, max);
-        goto fail;
-    }
-    buf[n] = '\0';
-    fclose(f);
-    *len = n;
     return buf;
-fail:
-    free(buf);
-    fclose(f);
-    return NULL;
 }
 
 /* A positive integer feature count: JSON number, integral, 1..MAX. */

@@ -18,6 +18,7 @@
  * staged. Otherwise it installs only the version floor and generation.
  */
 #include "statefile.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -238,54 +239,13 @@ fail:
  * caller frees) and *len set; negative: error in err. */
 static int read_file(const char *path, char **buf, size_t *len, struct lorad_error *err)
 {
-    struct stat st;
-    char *b = NULL;
-    size_t got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 1;
-        return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: open: %s", path,
-                               strerror(errno));
-    }
-    if (fstat(fd, &st) < 0) {
-        lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: stat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size > (off_t)SF_MAX_BYTES) {
-        lorad_error_set(err, LORAD_E_INTERNAL,
-                        "state file %s: not a regular file of at most %u bytes", path,
-                        SF_MAX_BYTES);
-        goto fail;
-    }
-    b = malloc((size_t)st.st_size + 1);
-    if (!b) {
-        lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: out of memory", path);
-        goto fail;
-    }
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, b + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: read: %s", path,
-                            strerror(errno));
-            goto fail;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    b[got] = '\0';
-    close(fd);
-    *buf = b;
-    *len = got;
+    int rc = fileio_read_path(path, SF_MAX_BYTES, buf, len);
+    if (rc == -ENOENT)
+        return 1;
+    if (rc < 0)
+        return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s (at most %u bytes)",
+                               path, fileio_strerror(rc), SF_MAX_BYTES);
     return 0;
-fail:
-    free(b);
-    close(fd);
-    return LORAD_E_INTERNAL;
 }
 
 /* ---- parsing ---- */
