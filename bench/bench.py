@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import random
+import resource
 import re
 import shutil
 import signal
@@ -238,13 +239,16 @@ def unit_ms(v, u):
 
 
 def wrk(port, conns, seconds, binary, path_body):
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = dict(os.environ, BENCH_BODY=path_body,
                BENCH_CT="application/octet-stream" if binary else "application/json")
     out = subprocess.run(["wrk", "-t%d" % min(2, conns), "-c%d" % conns, "-d%ds" % seconds,
                           "--latency", "-s", os.path.join(HERE, "infer.lua"),
                           "http://127.0.0.1:%d/infer" % port],
                          env=env, capture_output=True, text=True).stdout
-    res = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0,
+           "client_cpu": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / seconds}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m:
         res["rps"] = float(m.group(1))
@@ -261,9 +265,16 @@ def wrk(port, conns, seconds, binary, path_body):
     return res
 
 
-def load_point(port, conns, binary, bodies, seconds=None):
+def cpu_s(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_point(port, conns, binary, bodies, pid):
     s0, c0 = metrics_batch(port)
-    r = wrk(port, conns, seconds or LOAD_S, binary, bodies["bin" if binary else "json"])
+    u0 = cpu_s(pid)
+    r = wrk(port, conns, LOAD_S, binary, bodies["bin" if binary else "json"])
+    r["server_cpu"] = (cpu_s(pid) - u0) / LOAD_S
     s1, c1 = metrics_batch(port)
     r["batch"] = (s1 - s0) / (c1 - c0) if c1 > c0 else float("nan")
     return r
@@ -380,22 +391,23 @@ def main():
     for binary in (True, False):
         kind = "binary" if binary else "JSON"
         for c in CONNS:
-            r = load_point(port, c, binary, bodies)
+            r = load_point(port, c, binary, bodies, lp.pid)
             rf = roof_at(roof_w1, r["batch"]) if r["batch"] == r["batch"] else float("nan")
             ratio = r["rps"] / rf if rf else float("nan")
-            log("%s c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms batch %.2f errors %d" %
-                (kind, c, r["rps"], r["p50"], r["p99"], r["batch"], r["errors"]))
+            log("%s c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms batch %.2f errors %d cpu lorad %.2f wrk %.2f" %
+                (kind, c, r["rps"], r["p50"], r["p99"], r["batch"], r["errors"], r["server_cpu"],
+                 r["client_cpu"]))
             if binary:
                 ratios[c] = ratio
-                row("lorad binary req/s %dc (p50/p99 ms %.2f/%.2f, err %d)" %
-                    (c, r["p50"], r["p99"], r["errors"]), "%.0f" % r["rps"],
+                row("lorad binary req/s %dc (p50/p99 ms %.2f/%.2f, err %d, cores used: lorad %.2f, wrk %.2f)" %
+                    (c, r["p50"], r["p99"], r["errors"], r["server_cpu"], r["client_cpu"]), "%.0f" % r["rps"],
                     "roof@batch %.2f: %.0f rows/s" % (r["batch"], rf), "%.2f" % ratio,
                     ">= 0.80" if c > 1 else "n/a: 1 row in flight",
                     verdict(ratio >= 0.8) if c > 1 else "")
             else:
                 json_res[c] = r
-                row("lorad JSON req/s %dc (p50/p99 ms %.2f/%.2f, err %d)" %
-                    (c, r["p50"], r["p99"], r["errors"]), "%.0f" % r["rps"],
+                row("lorad JSON req/s %dc (p50/p99 ms %.2f/%.2f, err %d, cores used: lorad %.2f, wrk %.2f)" %
+                    (c, r["p50"], r["p99"], r["errors"], r["server_cpu"], r["client_cpu"]), "%.0f" % r["rps"],
                     "roof@batch %.2f: %.0f rows/s" % (r["batch"], rf), "%.2f" % ratio)
 
     # 3. the peer

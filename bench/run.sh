@@ -20,4 +20,4 @@ PY=python3
 if ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
     echo "bench: peer SKIPPED: /usr/bin/python3 cannot import torch (apt-get install python3-torch python3-numpy)"
 fi
-exec "$PY" "$(dirname "$0")/bench.py" "$B"
+PYTHONDONTWRITEBYTECODE=1 exec "$PY" "$(dirname "$0")/bench.py" "$B"
