@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../lib/decimal.h"
 #include "dataplane.h"
 #include "lorad.h"
 
@@ -243,66 +244,6 @@ fail:
     return j->err ? j->err->code : LORAD_E_INVALID_REQUEST;
 }
 
-/* Powers of ten that doubles hold exactly. */
-static const double exact_p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
-/* Clinger's fast path for a JSON number already checked by jp_number: with
- * at most 15 significant digits and a decimal exponent within +-22, the
- * digits and the power of ten are exact doubles, so one multiplication or
- * division gives the correctly rounded double, as strtod would. Returns
- * false when the number needs strtod. */
-static bool fast_decimal(const char *p, const char *end, double *out)
-{
-    uint64_t m = 0;
-    int sig = 0, e10 = 0, ex = 0, exsign = 1;
-    bool neg = false;
-
-    if (*p == '-') {
-        neg = true;
-        p++;
-    }
-    for (; p < end && *p >= '0' && *p <= '9'; p++) {
-        if (m == 0 && *p == '0')
-            continue;
-        m = m * 10 + (uint64_t)(*p - '0');
-        if (++sig > 15)
-            return false;
-    }
-    if (p < end && *p == '.') {
-        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
-            e10--;
-            if (m == 0 && *p == '0')
-                continue;
-            m = m * 10 + (uint64_t)(*p - '0');
-            if (++sig > 15)
-                return false;
-        }
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (*p == '+' || *p == '-')
-            exsign = *p++ == '-' ? -1 : 1;
-        for (; p < end && *p >= '0' && *p <= '9'; p++) {
-            ex = ex * 10 + (*p - '0');
-            if (ex > 1000)
-                return false;
-        }
-    }
-    e10 += exsign * ex;
-    if (m == 0) {
-        *out = neg ? -0.0 : 0.0;
-        return true;
-    }
-    if (e10 < -22 || e10 > 22)
-        return false;
-    *out = e10 >= 0 ? (double)m * exact_p10[e10] : (double)m / exact_p10[-e10];
-    if (neg)
-        *out = -*out;
-    return true;
-}
-
 /* A JSON number converted to f32, with the f32 range enforced. */
 static int jp_number(struct jp *j, float *out, const char *where, size_t row, size_t col)
 {
@@ -338,11 +279,11 @@ static int jp_number(struct jp *j, float *out, const char *where, size_t row, si
         while (q < j->end && *q >= '0' && *q <= '9')
             q++;
     }
-    if (fast_decimal(st, q, &d)) { /* |d| < 1e38: always in the f32 range */
+    if (decimal_fast_parse(st, q, &d) && fabs(d) <= FLT_MAX) {
         *out = (float)d;
         j->p = q;
         return 0;
-    }
+    } /* else strtod decides, and names an out-of-range value */
     if ((size_t)(q - st) >= sizeof(tmp))
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
                                "%s: value %zu of row %zu is a number longer than %zu characters",

@@ -481,7 +481,8 @@ static int working_profile(const struct sf_state *st, const struct model *m,
             *out = p;
             return 0;
         }
-        return adapter_profile_from_config(m, 0, NULL, 0, out, err);
+        *out = NULL; /* made when the first adapter is staged */
+        return 0;
     }
     if ((rc = adapter_profile_from_json(st->profile, m, &p, err)) < 0) {
         lorad_error_prefix(err, "profile");
@@ -523,7 +524,10 @@ static int stage_entry(const struct sf_entry *e, int adapter_dirfd, const struct
     *out = NULL;
     if (!e->name)
         return 0;
-    rc = adapter_stage(&a, out, &completed, err);
+    rc = *work ? 0 : adapter_profile_from_config(m, 0, NULL, 0, work, err);
+    a.profile = *work;
+    if (rc == 0)
+        rc = adapter_stage(&a, out, &completed, err);
     if (rc < 0) {
         snprintf(prefix, sizeof(prefix), "adapter %s (version %" PRIu64 ")", e->name,
                  e->version);
@@ -619,7 +623,7 @@ enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
     serving_restore(s, sg.stable, sg.canary, st.canary_bp, sg.history, sg.nhistory,
                     st.generation, st.next_version);
     free(sg.history);
-    if (profile) {
+    if (profile && work) {
         adapter_profile_free(profile);
         *profile = work;
     } else {
