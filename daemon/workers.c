@@ -15,7 +15,6 @@
  * thread; the progress and health probes on any thread.
  */
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +30,6 @@
 
 #define QUEUE_DEFAULT 4096
 #define DEFAULT_RANK 64
-#define IDLE_YIELDS 64
 
 struct worker {
     struct workers *ws;
@@ -267,15 +265,6 @@ static void *worker_main(void *arg)
     for (;;) {
         size_t n, i;
         pthread_mutex_lock(&ws->mu);
-        if (!ws->head && !ws->stopping) {
-            /* Yield a few times before sleeping: under load the loop thread
-             * is about to queue the next requests, and a futex sleep and
-             * wake-up would leave this core idle meanwhile. */
-            pthread_mutex_unlock(&ws->mu);
-            for (int k = 0; k < IDLE_YIELDS && atomic_load(&ws->qlen) == 0; k++)
-                sched_yield();
-            pthread_mutex_lock(&ws->mu);
-        }
         while (!ws->head && !ws->stopping) {
             serving_reader_offline();
             pthread_cond_wait(&ws->cv, &ws->mu);
