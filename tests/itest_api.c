@@ -71,25 +71,6 @@ static long long infer_expect(struct itu_daemon *d, const double *x, int rows, b
     return v;
 }
 
-/* Takes the parsed JSON out of a response. */
-static cJSON *take_json(struct itu_resp *r)
-{
-    cJSON *j = r->json;
-    r->json = NULL;
-    itu_resp_free(r);
-    return j;
-}
-
-/* POST path body, assert 200 with a JSON object; returns it (caller frees). */
-static cJSON *post_ok(struct itu_daemon *d, const char *path, const char *body)
-{
-    struct itu_resp r;
-    itu_post(d, path, body, &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "POST %s %s: expected 200, got %s",
-                  path, body, itu_describe(&r));
-    return take_json(&r);
-}
-
 /* Asserts one error answer: status, code, and the exact error body shape. */
 static void expect_error(const struct itu_resp *r, const char *what, long status, const char *code)
 {
@@ -115,14 +96,6 @@ static void post_err(struct itu_daemon *d, const char *path, const char *body, l
     snprintf(what, sizeof(what), "POST %s %.300s", path, body);
     expect_error(&r, what, status, code);
     itu_resp_free(&r);
-}
-
-static cJSON *get_status(struct itu_daemon *d)
-{
-    struct itu_resp r;
-    itu_get(d, "/status", &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s", itu_describe(&r));
-    return take_json(&r);
 }
 
 static void expect_snapshot_name(const cJSON *j, const char *path, const char *adapter,
@@ -412,12 +385,12 @@ START_TEST(test_swap_and_infer)
 {
     struct itu_daemon *d = itu_daemon_start(NULL, NULL);
     double *x = itu_rows(15, 3, M->in);
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     double gen0 = itu_jnum(st, "generation", -1);
     expect_snapshot_name(st, "stable", "demo-a", 1, "GET /status at start");
     cJSON_Delete(st);
 
-    cJSON *a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     const char *ctx = "POST /swap demo-b answer";
     expect_snapshot_name(a, "", "demo-b", 2, ctx);
     ck_assert_msg(itu_jstr(a, "variant") && !strcmp(itu_jstr(a, "variant"), "stable"),
@@ -429,23 +402,23 @@ START_TEST(test_swap_and_infer)
     cJSON_Delete(a);
     infer_expect(d, x, 1, false, false, NULL, NULL, RB, "demo-b", 2, "stable");
     infer_expect(d, x, 3, true, false, NULL, NULL, RB, "demo-b", 2, "stable");
-    st = get_status(d);
+    st = itu_status(d);
     expect_snapshot_name(st, "stable", "demo-b", 2, "GET /status after swap demo-b");
     expect_snapshot_name(st, "history.0", "demo-a", 1, "GET /status after swap demo-b");
     cJSON_Delete(st);
 
     /* rank_pattern (demo-c), F16 and BF16 adapters */
-    a = post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}");
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}");
     expect_snapshot_name(a, "", "demo-c", 3, "POST /swap demo-c answer");
     cJSON_Delete(a);
     infer_expect(d, x, 3, false, true, NULL, NULL, RC, "demo-c", 3, "stable");
-    a = post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}");
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}");
     cJSON_Delete(a);
     infer_expect(d, x, 2, true, false, NULL, NULL, RF16, "demo-f16", 4, "stable");
-    a = post_ok(d, "/swap", "{\"adapter\":\"demo-bf16\"}");
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-bf16\"}");
     cJSON_Delete(a);
     infer_expect(d, x, 2, false, true, NULL, NULL, RBF16, "demo-bf16", 5, "stable");
-    st = get_status(d);
+    st = itu_status(d);
     ck_assert_msg(itu_jnum(st, "swaps.ok", -1) >= 4, "GET /status swaps.ok < 4 after 4 swaps");
     ck_assert_msg(itu_jnum(st, "stable.rank", -1) == 8, "GET /status stable.rank of demo-bf16 "
                                                         "is not 8");
@@ -459,10 +432,10 @@ END_TEST
  * changed and swaps.failed went up by one. */
 static void swap_refused(struct itu_daemon *d, const char *body, long status, const char *code)
 {
-    cJSON *before = get_status(d);
+    cJSON *before = itu_status(d);
     double failed = itu_jnum(before, "swaps.failed", -1);
     post_err(d, "/swap", body, status, code);
-    cJSON *after = get_status(d);
+    cJSON *after = itu_status(d);
     char ctx[512];
     snprintf(ctx, sizeof(ctx), "GET /status after refused POST /swap %.300s", body);
     expect_snapshot_name(after, "stable", itu_jstr(before, "stable.adapter"),
@@ -543,7 +516,7 @@ START_TEST(test_swap_errors)
     /* still serving demo-a, and a good swap still works */
     double *x = itu_rows(16, 2, M->in);
     infer_expect(d, x, 2, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
     infer_expect(d, x, 2, true, false, NULL, NULL, RB, "demo-b", -1, "stable");
     free(x);
     stop_ok(&d);
@@ -577,10 +550,10 @@ START_TEST(test_swap_checksum)
     for (int i = 0; i < 65; i++)
         upper[i] = (char)(hex[i] >= 'a' && hex[i] <= 'f' ? hex[i] - 32 : hex[i]);
     snprintf(body, sizeof(body), "{\"adapter\":\"demo-b\",\"sha256\":\"%s\"}", upper);
-    cJSON *a = post_ok(d, "/swap", body);
+    cJSON *a = itu_post_ok(d, "/swap", body);
     expect_snapshot_name(a, "", "demo-b", 2, "POST /swap demo-b with the uppercase sha256");
     cJSON_Delete(a);
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     const char *s = itu_jstr(st, "stable.sha256");
     ck_assert_msg(s && strcasecmp(s, hex) == 0, "GET /status stable.sha256 '%s', expected %s",
                   s ? s : "(none)", hex);
@@ -599,7 +572,7 @@ END_TEST
 static cJSON *rollback_ok(struct itu_daemon *d, const char *body, const char *adapter,
                           long long version, const char *prev_adapter, long long prev_version)
 {
-    cJSON *a = post_ok(d, "/rollback", body);
+    cJSON *a = itu_post_ok(d, "/rollback", body);
     char ctx[256];
     snprintf(ctx, sizeof(ctx), "POST /rollback %s answer", body);
     expect_snapshot_name(a, "", adapter, version, ctx);
@@ -617,10 +590,10 @@ START_TEST(test_rollback)
     struct itu_daemon *d = itu_daemon_start(NULL, NULL);
     double *x = itu_rows(18, 2, M->in);
     post_err(d, "/rollback", "{\"version\": 1}", 404, "version_not_found");
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}"));
-    cJSON *st = get_status(d);
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}"));
+    cJSON *st = itu_status(d);
     expect_snapshot_name(st, "stable", "demo-f16", 4, "GET /status after 3 swaps");
     expect_snapshot_name(st, "history.0", "demo-c", 3, "GET /status after 3 swaps");
     expect_snapshot_name(st, "history.1", "demo-b", 2, "GET /status after 3 swaps");
@@ -670,7 +643,7 @@ START_TEST(test_rollback)
     expect_error(&r, "POST /rollback {} at the end of the history", 409, "no_history");
     itu_resp_free(&r);
     /* a version is never issued twice */
-    a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     ck_assert_msg(itu_jnum(a, "version", -1) == 5,
                   "POST /swap after rollbacks: version %.0f, expected 5 (1..4 were issued)",
                   itu_jnum(a, "version", -1));
@@ -720,7 +693,7 @@ START_TEST(test_status_fields)
     double *x = itu_rows(19, 1, M->in);
     for (int i = 0; i < 3; i++)
         infer_expect(d, x, 1, i & 1, false, NULL, NULL, RA, "demo-a", 1, "stable");
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     const char *ctx = "GET /status";
     ck_assert_msg(itu_jstr(st, "state") && !strcmp(itu_jstr(st, "state"), "serving"),
                   "%s: state is not \"serving\"", ctx);
@@ -776,8 +749,8 @@ START_TEST(test_status_fields)
     cJSON_Delete(st);
 
     /* after a swap, the history holds demo-a with all snapshot fields */
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
-    st = get_status(d);
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    st = itu_status(d);
     expect_snapshot_fields(st, "history.0", "GET /status after a swap");
     ck_assert_msg(itu_jget(st, "swaps.last") && cJSON_IsObject(itu_jget(st, "swaps.last")),
                   "GET /status after a swap: swaps.last is not an object");
@@ -882,23 +855,23 @@ START_TEST(test_canary)
 {
     struct itu_daemon *d = itu_daemon_start(NULL, NULL);
     double *x = itu_rows(20, 2, M->in);
-    cJSON *a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":50}");
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":50}");
     expect_snapshot_name(a, "", "demo-b", 2, "POST /swap demo-b canary 50");
     ck_assert_msg(itu_jstr(a, "variant") && !strcmp(itu_jstr(a, "variant"), "canary"),
                   "POST /swap canary answer variant is not \"canary\"");
     cJSON_Delete(a);
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     expect_snapshot_name(st, "canary", "demo-b", 2, "GET /status with a canary");
     expect_snapshot_name(st, "stable", "demo-a", 1, "GET /status with a canary");
     ck_assert_msg(itu_jnum(st, "canary.percent", -1) == 50, "GET /status canary.percent %g",
                   itu_jnum(st, "canary.percent", -1));
     cJSON_Delete(st);
     {
-        cJSON *before = get_status(d);
+        cJSON *before = itu_status(d);
         post_err(d, "/swap", "{\"adapter\":\"demo-c\"}", 409, "canary_active");
         post_err(d, "/swap", "{\"adapter\":\"demo-c\",\"canary_percent\":10}", 409,
                  "canary_active");
-        cJSON *after = get_status(d);
+        cJSON *after = itu_status(d);
         expect_snapshot_name(after, "canary", "demo-b", 2, "GET /status after canary_active");
         ck_assert_msg(itu_jnum(after, "swaps.failed", -1) ==
                           itu_jnum(before, "swaps.failed", -1) + 2,
@@ -937,20 +910,20 @@ START_TEST(test_canary)
     ck_assert_msg(n_canary > 0 && n_canary < 32, "32 route keys at 50 %%: %d went to the canary",
                   n_canary);
     /* the share */
-    cJSON_Delete(post_ok(d, "/canary", "{\"percent\":100}"));
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":100}"));
     for (int i = 0; i < 4; i++)
         infer_expect(d, x, 1, i & 1, false, NULL, NULL, RB, "demo-b", 2, "canary");
-    cJSON_Delete(post_ok(d, "/canary", "{\"percent\":0}"));
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":0}"));
     for (int i = 0; i < 4; i++)
         infer_expect(d, x, 1, i & 1, false, NULL, NULL, RA, "demo-a", 1, "stable");
-    cJSON_Delete(post_ok(d, "/canary", "{\"percent\":12.5}"));
-    st = get_status(d);
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":12.5}"));
+    st = itu_status(d);
     ck_assert_msg(itu_jnum(st, "canary.percent", -1) == 12.5,
                   "GET /status canary.percent %g after /canary 12.5",
                   itu_jnum(st, "canary.percent", -1));
     cJSON_Delete(st);
-    cJSON_Delete(post_ok(d, "/canary", "{\"percent\":33.333}"));
-    st = get_status(d);
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":33.333}"));
+    st = itu_status(d);
     ck_assert_msg(fabs(itu_jnum(st, "canary.percent", -1) - 33.33) < 1e-9,
                   "GET /status canary.percent %.9g after /canary 33.333 (rounded to 0.01: 33.33)",
                   itu_jnum(st, "canary.percent", -1));
@@ -960,20 +933,20 @@ START_TEST(test_canary)
     post_err(d, "/canary", "{}", 400, "invalid_request");
     post_err(d, "/canary", "{\"percent\":\"5\"}", 400, "invalid_request");
     /* promote */
-    a = post_ok(d, "/promote", "{}");
+    a = itu_post_ok(d, "/promote", "{}");
     expect_snapshot_name(a, "", "demo-b", 2, "POST /promote answer");
     cJSON_Delete(a);
-    st = get_status(d);
+    st = itu_status(d);
     expect_snapshot_name(st, "stable", "demo-b", 2, "GET /status after promote");
     expect_snapshot_name(st, "history.0", "demo-a", 1, "GET /status after promote");
     ck_assert_msg(cJSON_IsNull(itu_jget(st, "canary")), "GET /status after promote: canary");
     cJSON_Delete(st);
     infer_expect(d, x, 2, false, true, NULL, NULL, RB, "demo-b", 2, "stable");
     /* rollback aborts a canary */
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-c\",\"canary_percent\":50}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-c\",\"canary_percent\":50}"));
     infer_expect(d, x, 1, false, false, "\"variant\":\"canary\"", NULL, RC, "demo-c", 3, "canary");
     cJSON_Delete(rollback_ok(d, "{}", "demo-b", 2, "demo-c", 3));
-    st = get_status(d);
+    st = itu_status(d);
     expect_snapshot_name(st, "stable", "demo-b", 2, "GET /status after the canary abort");
     ck_assert_msg(cJSON_IsNull(itu_jget(st, "canary")), "GET /status after abort: canary");
     cJSON_Delete(st);
@@ -998,7 +971,7 @@ START_TEST(test_nonfinite_canary)
     struct itu_daemon *d = itu_daemon_start(NULL, NULL);
     int rows = 3;
     double *x = itu_rows(21, rows, M->in);
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-overflow\",\"canary_percent\":10}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-overflow\",\"canary_percent\":10}"));
     struct itu_infer j, b;
     ck_assert_msg(itu_infer_do(d->client, x, rows, M->in, M->out, false, true,
                                "\"variant\":\"canary\"", NULL, &j),
@@ -1034,7 +1007,7 @@ START_TEST(test_nonfinite_canary)
     ck_assert_msg(!itu_header(&s.r, "X-Lorad-Nonfinite", h, sizeof(h)),
                   "stable answer has X-Lorad-Nonfinite: %s", h);
     itu_infer_free(&s);
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     ck_assert_msg(itu_jnum(st, "requests.canary.nonfinite_rows", -1) >= 2 * bad_rows,
                   "GET /status requests.canary.nonfinite_rows %.0f, expected >= %d",
                   itu_jnum(st, "requests.canary.nonfinite_rows", -1), 2 * bad_rows);
@@ -1129,7 +1102,7 @@ START_TEST(test_auth_token)
     char over[512];
     snprintf(over, sizeof(over), "{\"auth_token_file\":\"%s\"}", tok);
     struct itu_daemon *d = itu_daemon_start(dir, over);
-    cJSON *st = get_status(d); /* GET needs no token */
+    cJSON *st = itu_status(d); /* GET needs no token */
     double failed = itu_jnum(st, "swaps.failed", -1);
     cJSON_Delete(st);
     const char *body = "{\"adapter\":\"demo-b\"}";
@@ -1141,7 +1114,7 @@ START_TEST(test_auth_token)
     post_auth(d, "/rollback", "{}", NULL, 401, "unauthorized");
     post_auth(d, "/canary", "{\"percent\":5}", NULL, 401, "unauthorized");
     post_auth(d, "/promote", "{}", NULL, 401, "unauthorized");
-    st = get_status(d);
+    st = itu_status(d);
     expect_snapshot_name(st, "stable", "demo-a", 1, "GET /status after refused 401 swaps");
     ck_assert_msg(itu_jnum(st, "swaps.failed", -1) == failed,
                   "swaps.failed counted 401 answers (%.0f -> %.0f)", failed,
@@ -1169,9 +1142,9 @@ START_TEST(test_unix_socket)
     struct itu_daemon *d = itu_daemon_start(dir, over);
     double *x = itu_rows(24, 2, M->in);
     infer_expect(d, x, 2, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
     infer_expect(d, x, 2, true, false, NULL, NULL, RB, "demo-b", 2, "stable");
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     expect_snapshot_name(st, "stable", "demo-b", 2, "GET /status over the unix socket");
     cJSON_Delete(st);
     free(x);
@@ -1196,7 +1169,7 @@ START_TEST(test_blas_kernels)
         struct itu_daemon *d = itu_daemon_start(NULL, over);
         infer_expect(d, x, 7, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
         infer_expect(d, x, 7, true, false, NULL, NULL, RA, "demo-a", 1, "stable");
-        cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
+        cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
         infer_expect(d, x, 7, true, false, NULL, NULL, RC, "demo-c", 2, "stable");
         stop_ok(&d);
     }

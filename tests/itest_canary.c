@@ -56,29 +56,6 @@ struct cn_snap {
     long long version;
 };
 
-/* GET /status (200 asserted); caller cJSON_Delete's. */
-static cJSON *cn_status(struct itu_daemon *d)
-{
-    struct itu_resp r;
-    long st = itu_get(d, "/status", &r);
-    ck_assert_msg(st == 200 && r.json, "GET /status: %s", itu_describe(&r));
-    cJSON *j = cJSON_Duplicate(r.json, 1);
-    itu_resp_free(&r);
-    return j;
-}
-
-/* POST expecting 200; returns the JSON answer (cJSON_Delete). */
-static cJSON *cn_post_ok(struct itu_daemon *d, const char *path, const char *body)
-{
-    struct itu_resp r;
-    long st = itu_post(d, path, body, &r);
-    ck_assert_msg(st == 200 && r.json, "POST %s %s: expected 200, got %s", path, body,
-                  itu_describe(&r));
-    cJSON *j = cJSON_Duplicate(r.json, 1);
-    itu_resp_free(&r);
-    return j;
-}
-
 /* POST expecting an error with `status` and `code`, in the SPEC shape. */
 static void cn_post_err(struct itu_daemon *d, const char *path, const char *body, long status,
                         const char *code)
@@ -208,12 +185,12 @@ static struct itu_daemon *cn_start_canary(const char *adapter, const char *pct,
 {
     struct itu_daemon *d = itu_daemon_start(NULL, NULL);
     char body[256];
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     cn_snap_of(st, "stable", stable);
     ck_assert_str_eq(stable->adapter, "demo-a");
     cJSON_Delete(st);
     snprintf(body, sizeof(body), "{\"adapter\":\"%s\",\"canary_percent\":%s}", adapter, pct);
-    cJSON *a = cn_post_ok(d, "/swap", body);
+    cJSON *a = itu_post_ok(d, "/swap", body);
     cn_snap_of(a, "", canary);
     ck_assert_str_eq(canary->adapter, adapter);
     ck_assert_msg(canary->version > stable->version, "canary version %lld <= stable %lld",
@@ -221,7 +198,7 @@ static struct itu_daemon *cn_start_canary(const char *adapter, const char *pct,
     ck_assert_msg(itu_jstr(a, "variant") && !strcmp(itu_jstr(a, "variant"), "canary"),
                   "/swap canary answer: variant is not \"canary\"");
     cJSON_Delete(a);
-    st = cn_status(d);
+    st = itu_status(d);
     struct cn_snap s2;
     cn_snap_of(st, "canary", &s2);
     ck_assert_msg(!strcmp(s2.adapter, adapter) && s2.version == canary->version,
@@ -260,7 +237,7 @@ START_TEST(test_unkeyed_share_exact)
                   "unkeyed split at 25%%: %ld canary answers of %d (expected %d +-1; the "
                   "counter split is exact)",
                   nc, CN_UNKEYED, CN_UNKEYED / 4);
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     cn_expect_counts(st, "stable", (double)ns, 0, "after the unkeyed requests");
     cn_expect_counts(st, "canary", (double)nc, 0, "after the unkeyed requests");
     cJSON_Delete(st);
@@ -283,7 +260,7 @@ START_TEST(test_unkeyed_share_exact)
     /* A variant that is neither: 400. */
     cn_infer_err(d->client, false, "\"variant\":\"blue\"", NULL, 400, "invalid_request",
                  "JSON variant \"blue\"");
-    st = cn_status(d);
+    st = itu_status(d);
     cn_expect_counts(st, "stable", (double)(ns + pinned_s), 0, "after the pinned requests");
     cn_expect_counts(st, "canary", (double)(nc + pinned_c), 0, "after the pinned requests");
     cJSON_Delete(st);
@@ -335,9 +312,9 @@ START_TEST(test_keyed_sticky)
         char body[64];
         if (s > 0) {
             snprintf(body, sizeof(body), "{\"percent\":%s}", pcts[s]);
-            cJSON *a = cn_post_ok(d, "/canary", body);
+            cJSON *a = itu_post_ok(d, "/canary", body);
             cJSON_Delete(a);
-            cJSON *st = cn_status(d);
+            cJSON *st = itu_status(d);
             ck_assert_msg(itu_jnum(st, "canary.percent", -1) == atof(pcts[s]),
                           "/status canary.percent %g after /canary %s",
                           itu_jnum(st, "canary.percent", -1), body);
@@ -361,13 +338,13 @@ START_TEST(test_keyed_sticky)
         }
         memcpy(prev, cur, sizeof(cur));
     }
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     cn_expect_counts(st, "stable", (double)(total - total_c), 0, "after the keyed passes");
     cn_expect_counts(st, "canary", (double)total_c, 0, "after the keyed passes");
     cJSON_Delete(st);
 
     /* At 0% and 100% the route key is irrelevant. */
-    cJSON_Delete(cn_post_ok(d, "/canary", "{\"percent\":0}"));
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":0}"));
     for (int k = 0; k < 50; k++) {
         char key[32];
         snprintf(key, sizeof(key), "user-%d", k);
@@ -378,7 +355,7 @@ START_TEST(test_keyed_sticky)
                                 "unkeyed at 0%") == 0,
                       "an unkeyed request reached the canary at 0%%");
     }
-    cJSON_Delete(cn_post_ok(d, "/canary", "{\"percent\":100}"));
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":100}"));
     for (int k = 0; k < 50; k++) {
         char key[32];
         snprintf(key, sizeof(key), "user-%d", k);
@@ -400,7 +377,7 @@ START_TEST(test_conflicts)
     struct itu_daemon *d = itu_daemon_start(NULL, NULL);
     struct cn_snap stable, canary;
     const char *pin_c[] = {"X-Lorad-Variant: canary", NULL};
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     cn_snap_of(st, "stable", &stable);
     cJSON_Delete(st);
 
@@ -415,7 +392,7 @@ START_TEST(test_conflicts)
     ck_assert(cn_infer1(d->client, 1, false, "k1", NULL, &stable, NULL, "key, no canary") == 0);
 
     /* A canary is live: other swaps are refused, nothing changes. */
-    cJSON *a = cn_post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":40}");
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":40}");
     cn_snap_of(a, "", &canary);
     double gen = itu_jnum(a, "generation", -1);
     cJSON_Delete(a);
@@ -426,7 +403,7 @@ START_TEST(test_conflicts)
     cn_post_err(d, "/canary", "{\"percent\":-1}", 400, "invalid_request");
     cn_post_err(d, "/canary", "{\"percent\":\"50\"}", 400, "invalid_request");
     cn_post_err(d, "/canary", "{}", 400, "invalid_request");
-    st = cn_status(d);
+    st = itu_status(d);
     struct cn_snap s2, c2;
     cn_snap_of(st, "stable", &s2);
     cn_snap_of(st, "canary", &c2);
@@ -452,12 +429,12 @@ START_TEST(test_promote)
         nc += cn_infer1(d->client, i % CN_POOL, i % 2, NULL, NULL, &stable, &canary,
                         "before promote");
     ck_assert_int_eq(nc, 50);
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     double gen = itu_jnum(st, "generation", -1);
     int hist = itu_jsize(st, "history");
     cJSON_Delete(st);
 
-    cJSON *a = cn_post_ok(d, "/promote", "{}");
+    cJSON *a = itu_post_ok(d, "/promote", "{}");
     struct cn_snap now, prev;
     cn_snap_of(a, "", &now);
     cn_snap_of(a, "previous", &prev);
@@ -471,7 +448,7 @@ START_TEST(test_promote)
                   itu_jnum(a, "generation", -1), gen);
     cJSON_Delete(a);
 
-    st = cn_status(d);
+    st = itu_status(d);
     struct cn_snap s2, h0;
     cn_snap_of(st, "stable", &s2);
     cn_snap_of(st, "history.0", &h0);
@@ -497,14 +474,14 @@ START_TEST(test_abort)
 {
     struct cn_snap stable, canary;
     struct itu_daemon *d = cn_start_canary("demo-b", "30", &stable, &canary);
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     double gen = itu_jnum(st, "generation", -1);
     int hist = itu_jsize(st, "history");
     cJSON_Delete(st);
     for (int i = 0; i < 30; i++)
         cn_infer1(d->client, i % CN_POOL, false, NULL, NULL, &stable, &canary, "before abort");
 
-    cJSON *a = cn_post_ok(d, "/rollback", "{}");
+    cJSON *a = itu_post_ok(d, "/rollback", "{}");
     struct cn_snap now, prev;
     cn_snap_of(a, "", &now);
     cn_snap_of(a, "previous", &prev);
@@ -517,7 +494,7 @@ START_TEST(test_abort)
     ck_assert_msg(itu_jnum(a, "generation", -1) == gen + 1, "/rollback generation %g after %g",
                   itu_jnum(a, "generation", -1), gen);
     cJSON_Delete(a);
-    st = cn_status(d);
+    st = itu_status(d);
     struct cn_snap s2;
     cn_snap_of(st, "stable", &s2);
     ck_assert_msg(cJSON_IsNull(itu_jget(st, "canary")), "canary not null after the abort");
@@ -533,12 +510,12 @@ START_TEST(test_abort)
 
     /* A new canary starts with fresh evidence and a new version. */
     struct cn_snap c3;
-    a = cn_post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":50}");
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":50}");
     cn_snap_of(a, "", &c3);
     cJSON_Delete(a);
     ck_assert_msg(c3.version > canary.version, "re-swapped canary version %lld <= %lld", c3.version,
                   canary.version);
-    st = cn_status(d);
+    st = itu_status(d);
     cn_expect_counts(st, "stable", 0, 0, "after a new canary began");
     cn_expect_counts(st, "canary", 0, 0, "after a new canary began");
     cJSON_Delete(st);
@@ -589,7 +566,7 @@ START_TEST(test_overflow_counters)
         itu_infer_free(&res);
     }
     ck_assert_int_eq(nc, CN_OVF_REQS / 2);
-    cJSON *st = cn_status(d);
+    cJSON *st = itu_status(d);
     cn_expect_counts(st, "stable", (double)ns, 0, "demo-overflow canary");
     cn_expect_counts(st, "canary", (double)nc, (double)(nc * CN_OVF_ROWS), "demo-overflow canary");
     cJSON_Delete(st);
@@ -721,7 +698,7 @@ START_TEST(test_script_under_load)
     struct cn_snap after_good = {"", -1};
     cJSON *st = NULL;
     if (good_ok) {
-        st = cn_status(d);
+        st = itu_status(d);
         cn_snap_of(st, "stable", &after_good);
         good_ok = !strcmp(after_good.adapter, "demo-b") && cJSON_IsNull(itu_jget(st, "canary"));
         cJSON_Delete(st);
@@ -756,7 +733,7 @@ START_TEST(test_script_under_load)
                   failed, sent, wrong, why);
     ck_assert_msg(sent > 0, "the load clients sent nothing");
 
-    st = cn_status(d);
+    st = itu_status(d);
     struct cn_snap s2;
     cn_snap_of(st, "stable", &s2);
     ck_assert_msg(!strcmp(s2.adapter, "demo-b") && s2.version == after_good.version &&

@@ -29,31 +29,6 @@ static void stop_ok(struct itu_daemon **d)
     itu_daemon_free(d);
 }
 
-static cJSON *take_json(struct itu_resp *r)
-{
-    cJSON *j = r->json;
-    r->json = NULL;
-    itu_resp_free(r);
-    return j;
-}
-
-static cJSON *post_ok(struct itu_daemon *d, const char *path, const char *body)
-{
-    struct itu_resp r;
-    itu_post(d, path, body, &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "POST %s %s: expected 200, got %s",
-                  path, body, itu_describe(&r));
-    return take_json(&r);
-}
-
-static cJSON *get_status(struct itu_daemon *d)
-{
-    struct itu_resp r;
-    itu_get(d, "/status", &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s", itu_describe(&r));
-    return take_json(&r);
-}
-
 /* Asserts /infer (pinned to `variant` when not NULL) names name/version and
  * matches the reference. */
 static void infer_expect(struct itu_daemon *d, const char *variant, const struct itu_adapter *ref,
@@ -278,19 +253,19 @@ START_TEST(test_restart_restores)
 {
     char *dir = itu_tmpdir();
     struct itu_daemon *d = itu_daemon_start(dir, NULL);
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     ck_assert_msg(cJSON_IsNull(itu_jget(st, "restored")),
                   "first start without a state file: restored is not null");
     cJSON_Delete(st);
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
-    cJSON_Delete(post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}"));
-    cJSON_Delete(post_ok(d, "/rollback", "{}")); /* demo-c v3 stable, v4 dropped */
-    cJSON *a = post_ok(d, "/swap", "{\"adapter\":\"demo-bf16\",\"canary_percent\":25}");
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-c\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-f16\"}"));
+    cJSON_Delete(itu_post_ok(d, "/rollback", "{}")); /* demo-c v3 stable, v4 dropped */
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-bf16\",\"canary_percent\":25}");
     ck_assert_msg(itu_jnum(a, "version", -1) == 5, "canary demo-bf16 got version %.0f, not 5",
                   itu_jnum(a, "version", -1));
     cJSON_Delete(a);
-    st = get_status(d);
+    st = itu_status(d);
     char h1[1024], s1[256], c1[256];
     history_text(st, h1, sizeof(h1));
     snap_text(st, "stable", s1, sizeof(s1));
@@ -299,7 +274,7 @@ START_TEST(test_restart_restores)
     stop_ok(&d);
 
     d = itu_daemon_start(dir, NULL);
-    st = get_status(d);
+    st = itu_status(d);
     char h2[1024], s2[256], c2[256];
     history_text(st, h2, sizeof(h2));
     snap_text(st, "stable", s2, sizeof(s2));
@@ -315,8 +290,8 @@ START_TEST(test_restart_restores)
     cJSON_Delete(st);
     infer_expect(d, "stable", RC, "demo-c", 3);
     infer_expect(d, "canary", RBF16, "demo-bf16", 5);
-    cJSON_Delete(post_ok(d, "/promote", "{}"));
-    a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    cJSON_Delete(itu_post_ok(d, "/promote", "{}"));
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     ck_assert_msg(itu_jnum(a, "version", -1) > 5,
                   "swap after restart got version %.0f: versions 1..5 were already issued",
                   itu_jnum(a, "version", -1));
@@ -325,13 +300,13 @@ START_TEST(test_restart_restores)
     infer_expect(d, NULL, RB, "demo-b", vb);
 
     /* SIGKILL right after an answered swap: the swap is durable */
-    a = post_ok(d, "/swap", "{\"adapter\":\"demo-a\"}");
+    a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-a\"}");
     long long va = (long long)itu_jnum(a, "version", -1);
     cJSON_Delete(a);
     itu_daemon_kill(d);
     itu_daemon_free(&d);
     d = itu_daemon_start(dir, NULL);
-    st = get_status(d);
+    st = itu_status(d);
     ck_assert_msg(cJSON_IsTrue(itu_jget(st, "restored")),
                   "restart after SIGKILL: restored is not true");
     ck_assert_msg(itu_jstr(st, "stable.adapter") &&
@@ -362,7 +337,7 @@ START_TEST(test_restore_tampered)
     char over[1024];
     snprintf(over, sizeof(over), "{\"adapter_dir\": \"%s\"}", adir);
     struct itu_daemon *d = itu_daemon_start(dir, over);
-    cJSON *a = post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     long long vb = (long long)itu_jnum(a, "version", -1);
     cJSON_Delete(a);
     infer_expect(d, NULL, RB, "demo-b", vb);
@@ -379,7 +354,7 @@ START_TEST(test_restore_tampered)
     free(file);
 
     d = itu_daemon_start(dir, over);
-    cJSON *st = get_status(d);
+    cJSON *st = itu_status(d);
     ck_assert_msg(cJSON_IsFalse(itu_jget(st, "restored")),
                   "restart with a tampered stable adapter: restored is not false; log:\n%s",
                   itu_log_tail(d, 1500));

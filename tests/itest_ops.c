@@ -65,31 +65,6 @@ static char *ops_strdup(const char *s)
     return p;
 }
 
-static cJSON *ops_take_json(struct itu_resp *r)
-{
-    cJSON *j = r->json;
-    r->json = NULL;
-    itu_resp_free(r);
-    return j;
-}
-
-static cJSON *ops_post_ok(struct itu_daemon *d, const char *path, const char *body)
-{
-    struct itu_resp r;
-    itu_post(d, path, body, &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "POST %s %s: expected 200, got %s",
-                  path, body, itu_describe(&r));
-    return ops_take_json(&r);
-}
-
-static cJSON *ops_status(struct itu_daemon *d)
-{
-    struct itu_resp r;
-    itu_get(d, "/status", &r);
-    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s", itu_describe(&r));
-    return ops_take_json(&r);
-}
-
 /* POST /infer of the known rows through client c; asserts the answer names
  * name/version (version < 0: any) and matches the reference `ref`. */
 static void ops_infer_expect(struct itu_client *c, const struct itu_adapter *ref, const char *name,
@@ -289,7 +264,7 @@ START_TEST(test_systemd_notify)
     ck_assert_msg(notify_field(msg, "STATUS=", status, sizeof(status)),
                   "READY=1 datagram without STATUS=: '%s'", msg);
     ops_wait_ready(d);
-    cJSON *st = ops_status(d);
+    cJSON *st = itu_status(d);
     char want[256];
     snprintf(want, sizeof(want), "adapter=%s version=%.0f", itu_jstr(st, "stable.adapter"),
              itu_jnum(st, "stable.version", -1));
@@ -313,7 +288,7 @@ START_TEST(test_systemd_notify)
                   wd, itu_log_tail(d, 2000));
 
     /* a swap updates STATUS */
-    cJSON *a = ops_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     snprintf(want, sizeof(want), "adapter=demo-b version=%.0f", itu_jnum(a, "version", -1));
     cJSON_Delete(a);
     for (int i = 0; i < 100; i++) { /* bounded: skip watchdogs */
@@ -628,7 +603,7 @@ static int crash_check_files(struct crash *c, struct itu_daemon *d)
  * version, or a rollback to a version seen before). */
 static void crash_check_restart(struct crash *c, struct itu_daemon *d, bool had_file, int iter)
 {
-    cJSON *st = ops_status(d);
+    cJSON *st = itu_status(d);
     const cJSON *restored = itu_jget(st, "restored");
     ck_assert_msg(had_file ? cJSON_IsTrue(restored) : cJSON_IsNull(restored),
                   "restart %d: \"restored\" is %s (state file %s); log:\n%s", iter,
@@ -665,7 +640,7 @@ START_TEST(test_crash_safety)
     c->rng = 0x5eed5eedULL;
     char *dir = itu_tmpdir();
     struct itu_daemon *d = itu_daemon_start(dir, NULL);
-    cJSON *st = ops_status(d);
+    cJSON *st = itu_status(d);
     crash_seen(c, (long long)itu_jnum(st, "stable.version", -1),
                itu_jstr(st, "stable.adapter") ? itu_jstr(st, "stable.adapter") : "");
     /* the base model (version 0) is a history entry rollbacks may reach */
@@ -698,7 +673,7 @@ START_TEST(test_crash_safety)
         crash_check_restart(c, d, had_file, it);
     }
     /* versions issued after the last restart are new */
-    cJSON *a = ops_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
+    cJSON *a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     long long v = (long long)itu_jnum(a, "version", -1);
     cJSON_Delete(a);
     ck_assert_msg(v > c->max_seen, "swap after the last restart got v%lld, seen up to v%lld", v,
@@ -812,12 +787,12 @@ START_TEST(test_metrics_promtool)
     ck_assert_msg(r.status == 400, "a row of 2 values: %s", itu_describe(&r));
     itu_resp_free(&r);
     /* swaps (one failed), a canary with pinned traffic, rollbacks */
-    cJSON_Delete(ops_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}"));
     itu_post(d, "/swap", "{\"adapter\":\"no-such-adapter\"}", &r);
     ck_assert_msg(r.status == 404, "swap of a missing adapter: %s", itu_describe(&r));
     itu_resp_free(&r);
-    cJSON_Delete(ops_post_ok(d, "/swap", "{\"adapter\":\"demo-c\",\"canary_percent\":30}"));
-    cJSON_Delete(ops_post_ok(d, "/canary", "{\"percent\":42.5}"));
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-c\",\"canary_percent\":30}"));
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":42.5}"));
     for (int i = 0; i < 4; i++) {
         struct itu_infer res;
         ck_assert_msg(itu_infer_do(d->client, X, 2, M->in, M->out, false, true,
@@ -835,10 +810,10 @@ START_TEST(test_metrics_promtool)
                       NULL,
                   "no lorad_adapter_info sample for the canary demo-c");
     itu_resp_free(&r);
-    cJSON_Delete(ops_post_ok(d, "/rollback", "{}")); /* aborts the canary */
-    cJSON_Delete(ops_post_ok(d, "/rollback", "{}")); /* back to demo-a */
+    cJSON_Delete(itu_post_ok(d, "/rollback", "{}")); /* aborts the canary */
+    cJSON_Delete(itu_post_ok(d, "/rollback", "{}")); /* back to demo-a */
 
-    cJSON *st = ops_status(d);
+    cJSON *st = itu_status(d);
     itu_get(d, "/metrics", &r);
     ck_assert_msg(r.status == 200, "GET /metrics: %s", itu_describe(&r));
     char ct[128];

@@ -1258,3 +1258,28 @@ void itu_infer_free(struct itu_infer *res)
     itu_resp_free(&res->r);
     res->out = NULL;
 }
+
+cJSON *itu_take_json(struct itu_resp *r)
+{
+    cJSON *j = r->json;
+    r->json = NULL;
+    itu_resp_free(r);
+    return j;
+}
+
+cJSON *itu_post_ok(struct itu_daemon *d, const char *path, const char *body)
+{
+    struct itu_resp r;
+    itu_post(d, path, body, &r);
+    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "POST %s %s: expected 200, got %s",
+                  path, body, itu_describe(&r));
+    return itu_take_json(&r);
+}
+
+cJSON *itu_status(struct itu_daemon *d)
+{
+    struct itu_resp r;
+    itu_get(d, "/status", &r);
+    ck_assert_msg(r.status == 200 && cJSON_IsObject(r.json), "GET /status: %s", itu_describe(&r));
+    return itu_take_json(&r);
+}
