@@ -373,29 +373,62 @@ static size_t max_body(const struct lorad_server *srv)
     return srv->cfg.max_body_bytes ? srv->cfg.max_body_bytes : (size_t)16 * 1024 * 1024;
 }
 
-/* First call: Content-Length check (413 early) and body preallocation. */
+/* An answer given before the body is read: the body is discarded
+ * (too_large), and the answer is queued now so MHD closes the connection
+ * without reading it; if MHD refuses, it is queued at the end. */
+static void answer_early(struct http_request *r)
+{
+    r->in->too_large = true;
+    if (r->in->resp &&
+        MHD_queue_response(r->in->conn, (unsigned)r->in->status, r->in->resp) == MHD_YES) {
+        MHD_destroy_response(r->in->resp);
+        r->in->resp = NULL;
+        r->in->queued = true;
+    }
+}
+
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (key && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        (*(int *)cls)++;
+    return MHD_YES;
+}
+
+/* Two Content-Length headers, or one beside Transfer-Encoding, frame the
+ * body ambiguously: a proxy in front may read it differently (request
+ * smuggling), so such a request is refused rather than guessed at. */
+static bool framing_ambiguous(struct http_request *r)
+{
+    int n = 0;
+    MHD_get_connection_values(r->in->conn, MHD_HEADER_KIND, count_content_length, &n);
+    return n > 1 || (n == 1 && http_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING));
+}
+
+/* First call: framing and Content-Length checks (400 / 413 early) and body
+ * preallocation. */
 static enum MHD_Result first_call(struct http_request *r)
 {
     const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     size_t limit = max_body(r->srv);
+    if (framing_ambiguous(r)) {
+        http_respond_error(r, LORAD_E_INVALID_REQUEST,
+                           "ambiguous body framing: several Content-Length headers, or "
+                           "Content-Length with Transfer-Encoding");
+        answer_early(r);
+        return MHD_YES;
+    }
     if (cl) {
         char *end;
         unsigned long long v;
         errno = 0;
         v = strtoull(cl, &end, 10);
         if (errno == 0 && end != cl && *end == '\0' && v > limit) {
-            r->in->too_large = true;
             http_respond_error(r, LORAD_E_BODY_TOO_LARGE,
                                "request body of %llu bytes exceeds max_body_bytes (%zu)", v, limit);
-            /* queued now, MHD closes the connection without reading the
-             * body; if MHD refuses, the body is discarded and the stored
-             * answer is queued at the end */
-            if (r->in->resp &&
-                MHD_queue_response(r->in->conn, (unsigned)r->in->status, r->in->resp) == MHD_YES) {
-                MHD_destroy_response(r->in->resp);
-                r->in->resp = NULL;
-                r->in->queued = true;
-            }
+            answer_early(r);
         } else if (errno == 0 && end != cl && v > 0) {
             r->body = malloc((size_t)v + 1);
             if (r->body)

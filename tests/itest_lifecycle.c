@@ -157,8 +157,11 @@ static double metric_value(struct itu_daemon *d, const char *name)
  * Returns how many were answered after the signal. */
 static int drain_attempt(int rows)
 {
+    /* one worker computing one row per batch: a request takes long enough
+     * that a queue builds up behind it, whatever the machine's speed */
     struct itu_daemon *d = itu_daemon_start(
-        NULL, "{\"workers\": 1, \"drain_timeout_ms\": 60000, \"max_rows_per_request\": 4096}");
+        NULL, "{\"workers\": 1, \"max_batch_rows\": 1, \"drain_timeout_ms\": 60000, "
+              "\"max_rows_per_request\": 4096}");
     struct drain_client c[DRAIN_CLIENTS];
     atomic_int started = 0, term_sent = 0, answered = 0;
     memset(c, 0, sizeof(c));

@@ -457,6 +457,23 @@ static void check_sizes(struct itu_daemon *d)
                           i, want[i], st, buf);
         }
     }
+    /* ambiguous framing (request smuggling behind a proxy): refused, and a
+     * control request framed so never runs */
+    {
+        static const char *const reqs[] = {
+            "POST /infer HTTP/1.1\r\nHost: l\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 7\r\n\r\n{}",
+            "POST /rollback HTTP/1.1\r\nHost: l\r\nConnection: close\r\n"
+            "Authorization: Bearer " TOKEN "\r\n"
+            "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        };
+        for (size_t i = 0; i < 2; i++) {
+            long st = raw_request(d->port, reqs[i], strlen(reqs[i]), buf, sizeof(buf));
+            ck_assert_msg(st == 400 && strstr(buf, "\"invalid_request\""),
+                          "ambiguous framing %zu: expected 400 invalid_request, got %ld: %.300s", i,
+                          st, buf);
+        }
+    }
     /* a request line beyond the per-connection memory */
     {
         static const char tail[] = " HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n";
