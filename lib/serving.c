@@ -141,6 +141,23 @@ static struct serving_view *view_build(const struct serving *s)
     return v;
 }
 
+/* Step (1) of every change: allocates the new view and a retire record for
+ * up to `cap` snapshots, so nothing can fail after the state changes.
+ * LORAD_E_INTERNAL ("<what>: out of memory") with nothing allocated. */
+static int commit_alloc(size_t cap, const char *what, struct serving_view **v,
+                        struct retired **r, struct lorad_error *err)
+{
+    *v = malloc(sizeof(**v));
+    *r = retired_new(cap);
+    if (*v && *r)
+        return 0;
+    free(*v);
+    free(*r);
+    *v = NULL;
+    *r = NULL;
+    return lorad_error_set(err, LORAD_E_INTERNAL, "%s: out of memory", what);
+}
+
 /* The one publication point: makes `v` the view readers see and returns
  * the one it replaces (to be retired, never freed here). */
 static struct serving_view *serving_publish(struct serving *s, struct serving_view *v)
@@ -320,12 +337,8 @@ int serving_swap(struct serving *s, struct snapshot *snap, int canary_bp,
                              s->canary->name, s->canary->version);
         goto fail;
     }
-    v = malloc(sizeof(*v));
-    r = retired_new(1);
-    if (!v || !r) {
-        rc = lorad_error_set(err, LORAD_E_INTERNAL, "swap: out of memory");
+    if ((rc = commit_alloc(1, "swap", &v, &r, err)) < 0)
         goto fail;
-    }
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     snap->version = s->next_version++;
@@ -362,14 +375,12 @@ static ssize_t history_find(const struct serving *s, uint64_t ver)
 /* Aborts the live canary. */
 static int rollback_canary(struct serving *s, struct serving_commit *out, struct lorad_error *err)
 {
-    struct serving_view *v = malloc(sizeof(*v));
-    struct retired *r = retired_new(1);
+    struct serving_view *v;
+    struct retired *r;
     struct timespec t0;
-    if (!v || !r) {
-        free(v);
-        free(r);
-        return lorad_error_set(err, LORAD_E_INTERNAL, "rollback: out of memory");
-    }
+    int rc = commit_alloc(1, "rollback", &v, &r, err);
+    if (rc < 0)
+        return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     set_previous(out, s->canary);
     retired_add(r, s->canary);
@@ -404,13 +415,9 @@ int serving_rollback(struct serving *s, const uint64_t *version, struct serving_
     } else {
         idx = 0;
     }
-    v = malloc(sizeof(*v));
-    r = retired_new((size_t)idx + 2);
-    if (!v || !r) {
-        free(v);
-        free(r);
-        return lorad_error_set(err, LORAD_E_INTERNAL, "rollback: out of memory");
-    }
+    int rc = commit_alloc((size_t)idx + 2, "rollback", &v, &r, err);
+    if (rc < 0)
+        return rc;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     set_previous(out, s->stable);
@@ -443,13 +450,9 @@ int serving_set_canary(struct serving *s, int canary_bp, struct serving_commit *
     if (!bp_valid(canary_bp))
         return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
                                "canary share %d basis points is outside [0, 10000]", canary_bp);
-    v = malloc(sizeof(*v));
-    r = retired_new(0);
-    if (!v || !r) {
-        free(v);
-        free(r);
-        return lorad_error_set(err, LORAD_E_INTERNAL, "canary: out of memory");
-    }
+    int rc = commit_alloc(0, "canary", &v, &r, err);
+    if (rc < 0)
+        return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     out->has_previous = false;
     out->previous_adapter[0] = '\0';
@@ -469,13 +472,9 @@ int serving_promote(struct serving *s, struct serving_commit *out, struct lorad_
 
     if (!s->canary)
         return lorad_error_set(err, LORAD_E_NO_CANARY, "no canary is live");
-    v = malloc(sizeof(*v));
-    r = retired_new(1);
-    if (!v || !r) {
-        free(v);
-        free(r);
-        return lorad_error_set(err, LORAD_E_INTERNAL, "promote: out of memory");
-    }
+    int rc = commit_alloc(1, "promote", &v, &r, err);
+    if (rc < 0)
+        return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     set_previous(out, s->stable);
     history_push(s, s->stable, r);
