@@ -479,6 +479,150 @@ static bool is_rank_value(double v)
     return isfinite(v) && v >= 1 && v <= RANK_LIMIT && v == floor(v);
 }
 
+/* glibc's regcomp copies a subexpression once per count of a bounded
+ * repetition, so "(a{999}){999}" asks for a million parse-tree nodes and
+ * gigabytes of memory (found by fuzz_adapter_config), and its matcher
+ * recurses without limit on some back-references. So before regcomp a key
+ * is refused when it holds a back-reference (\1 to \9), or when a
+ * conservative count of the nodes it expands to passes PATTERN_NODE_LIMIT:
+ * an atom is one node, a repetition multiplies its operand by its upper
+ * bound (the lower bound + 1 when open), a group counts its branches' sum.
+ * Real PEFT keys ("layers\.3\.q_proj", "model.*attn") count tens. */
+#define PATTERN_NODE_LIMIT 4096
+#define PATTERN_MAX_DEPTH 64
+#define PATTERN_STR_(x) #x
+#define PATTERN_STR(x) PATTERN_STR_(x)
+
+/* The decimal count at *s (saturated past PATTERN_NODE_LIMIT); advances *s. */
+static size_t pattern_count(const char **s, bool *any)
+{
+    size_t v = 0;
+
+    *any = false;
+    for (; **s >= '0' && **s <= '9'; (*s)++) {
+        *any = true;
+        if (v <= PATTERN_NODE_LIMIT)
+            v = v * 10 + (size_t)(**s - '0');
+    }
+    return v;
+}
+
+/* When *p is at the '{' of an interval "{m}", "{m,}", "{m,n}" or "{,n}":
+ * true, *bound its upper bound (at least 1) and *p moved past it. Else
+ * false and *p unmoved. */
+static bool pattern_interval(const char **p, size_t *bound)
+{
+    const char *s = *p + 1;
+    bool any_m, any_n = false, comma = false;
+    size_t m = pattern_count(&s, &any_m), n = m;
+
+    if (*s == ',') {
+        comma = true;
+        s++;
+        n = pattern_count(&s, &any_n);
+    }
+    if (*s != '}' || (!any_m && !any_n))
+        return false;
+    *p = s + 1;
+    if (comma && !any_n)
+        n = m + 1;
+    *bound = n > m ? n : m > 0 ? m : 1;
+    return true;
+}
+
+/* *p at '['; moves *p past the bracket expression's closing ']'. */
+static void pattern_skip_bracket(const char **p)
+{
+    const char *s = *p + 1;
+
+    if (*s == '^')
+        s++;
+    if (*s == ']')
+        s++;
+    while (*s && *s != ']') {
+        if (s[0] == '[' && (s[1] == ':' || s[1] == '.' || s[1] == '=')) {
+            char close = s[1];
+
+            for (s += 2; *s && !(s[0] == close && s[1] == ']'); s++)
+                ;
+            if (*s)
+                s += 2;
+        } else {
+            s++;
+        }
+    }
+    *p = *s ? s + 1 : s;
+}
+
+/* Why the key is refused before regcomp, or NULL when it may be compiled. */
+static const char *pattern_refusal(const char *key)
+{
+    size_t total[PATTERN_MAX_DEPTH + 1] = {0}, last[PATTERN_MAX_DEPTH + 1] = {0};
+    size_t depth = 0;
+    const char *s = key;
+
+    while (*s) {
+        size_t atom = 1, factor = 0;
+
+        switch (*s) {
+        case '(':
+            if (depth == PATTERN_MAX_DEPTH)
+                return "nests groups more than " PATTERN_STR(PATTERN_MAX_DEPTH) " deep";
+            depth++;
+            total[depth] = last[depth] = 0;
+            s++;
+            continue;
+        case '|':
+            last[depth] = 0;
+            s++;
+            continue;
+        case ')':
+            s++;
+            if (depth > 0) /* else regcomp reports the unmatched ')' */
+                atom = total[depth--] + 1;
+            break;
+        case '*':
+        case '?':
+            factor = 1;
+            s++;
+            break;
+        case '+':
+            factor = 2;
+            s++;
+            break;
+        case '{':
+            if (!pattern_interval(&s, &factor))
+                s++; /* not an interval: a literal '{' */
+            break;
+        case '[':
+            pattern_skip_bracket(&s);
+            break;
+        case '\\':
+            if (s[1] >= '1' && s[1] <= '9')
+                return "holds a back-reference, which lorad does not support";
+            s += s[1] ? 2 : 1;
+            break;
+        default:
+            s++;
+            break;
+        }
+        if (factor > 0) {
+            /* last[depth] <= PATTERN_NODE_LIMIT here: no overflow */
+            if (factor > PATTERN_NODE_LIMIT)
+                factor = PATTERN_NODE_LIMIT + 1;
+            total[depth] += last[depth] * (factor - 1) + 1;
+            last[depth] = last[depth] * factor + 1;
+        } else {
+            total[depth] += atom;
+            last[depth] = atom;
+        }
+        if (total[depth] > PATTERN_NODE_LIMIT || last[depth] > PATTERN_NODE_LIMIT)
+            return "expands to more than " PATTERN_STR(PATTERN_NODE_LIMIT)
+                   " regular-expression nodes (its repetitions multiply)";
+    }
+    return NULL;
+}
+
 /* rank_pattern / alpha_pattern: object key -> number, in file order, each
  * key compiled as ^(.*\.)?(KEY)$. */
 static int cfg_patterns(const cJSON *root, const char *field, bool ranks, struct pattern **out,
@@ -488,6 +632,7 @@ static int cfg_patterns(const cJSON *root, const char *field, bool ranks, struct
     struct pattern *p;
     size_t n = 0;
     char ebuf[128];
+    const char *why;
 
     *out = NULL;
     *nout = 0;
@@ -517,6 +662,9 @@ static int cfg_patterns(const cJSON *root, const char *field, bool ranks, struct
             return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
         q->value = it->valuedouble;
         (*nout)++;
+        if ((why = pattern_refusal(q->key)))
+            return lorad_error_set(err, LORAD_E_INVALID_ADAPTER,
+                                   CONFIG_FILE ": %s key \"%s\" %s", field, q->key, why);
         len = strlen(q->key) + 16;
         if (!(re = malloc(len)))
             return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
@@ -1254,6 +1402,22 @@ static int stage_dtypes(struct stage *s)
     return 0;
 }
 
+/* 1 when any of the n f32 bit patterns at u is an infinity or a NaN. A
+ * fixed-count inner loop, so that -O2 vectorizes it. */
+static uint32_t any_non_finite(const uint32_t *u, size_t n)
+{
+    enum { LANES = 16 };
+    uint32_t bad = 0;
+    size_t i = 0;
+
+    for (; i + LANES <= n; i += LANES)
+        for (size_t k = 0; k < LANES; k++)
+            bad |= (uint32_t)((u[i + k] & 0x7f800000u) == 0x7f800000u);
+    for (; i < n; i++)
+        bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    return bad;
+}
+
 /* Converts t to f32 into dst and checks every value is finite, in one pass
  * for F32. Returns 0, LORAD_E_NON_FINITE_WEIGHTS or the conversion error. */
 static int convert_finite(struct stage *s, const struct st_tensor *t, float *dst)
@@ -1267,10 +1431,8 @@ static int convert_finite(struct stage *s, const struct st_tensor *t, float *dst
         enum { BLOCK = 8192 };
         for (size_t b = 0; b < t->nelems; b += BLOCK) {
             size_t n = t->nelems - b < BLOCK ? t->nelems - b : BLOCK;
-            const uint32_t *u = (const uint32_t *)(void *)(dst + b);
             memcpy(dst + b, t->data + 4 * b, 4 * n);
-            for (size_t i = 0; i < n; i++)
-                bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+            bad |= any_non_finite((const uint32_t *)(void *)(dst + b), n);
         }
         goto done;
     }
@@ -1288,31 +1450,48 @@ done:
     return 0;
 }
 
+/* Memory for `bytes` of weights, released with free(). Tensors of at least
+ * one huge page get memory aligned to it and advised as transparent huge
+ * pages: a 16 MiB adapter then takes 8 page faults instead of 4096, which
+ * was half of its stage time. Best effort: where THP is off, the advice is
+ * refused and the memory is ordinary pages. */
+static void *weights_alloc(size_t bytes)
+{
+    enum { HUGE_PAGE = 2u << 20 };
+    void *p;
+
+    if (bytes < HUGE_PAGE)
+        return malloc(bytes ? bytes : 1);
+    if (posix_memalign(&p, HUGE_PAGE, bytes) != 0)
+        return NULL;
+    (void)madvise(p, bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
+    return p;
+}
+
 /* Allocates and converts one tensor into *out (bytes accounted). */
 static int take(struct stage *s, const struct st_tensor *t, float **out)
 {
     *out = NULL;
     if (!t)
         return 0;
-    if (t->nelems > SIZE_MAX / sizeof(float) ||
-        !(*out = malloc((t->nelems ? t->nelems : 1) * sizeof(float))))
+    if (t->nelems > SIZE_MAX / sizeof(float) || !(*out = weights_alloc(t->nelems * sizeof(float))))
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     s->snap->bytes += t->nelems * sizeof(float);
     return convert_finite(s, t, *out);
 }
 
-/* [in][out] -> [out][in] in place via a temporary. */
-static int transpose(struct stage *s, float *w, int in, int out)
+/* [rows][cols] -> [cols][rows] in place via a temporary. */
+static int transpose(struct stage *s, float *w, int rows, int cols)
 {
-    size_t n = (size_t)in * (size_t)out;
+    size_t n = (size_t)rows * (size_t)cols;
     float *tmp = malloc((n ? n : 1) * sizeof(*tmp));
 
     if (!tmp)
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     memcpy(tmp, w, n * sizeof(*tmp));
-    for (int i = 0; i < in; i++)
-        for (int o = 0; o < out; o++)
-            w[(size_t)o * (size_t)in + (size_t)i] = tmp[(size_t)i * (size_t)out + (size_t)o];
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (size_t c = 0; c < (size_t)cols; c++)
+            w[c * (size_t)rows + r] = tmp[r * (size_t)cols + c];
     free(tmp);
     return 0;
 }
@@ -1324,13 +1503,14 @@ static int dora_scale(struct stage *s, size_t l, const float *mag)
     struct snapshot_layer *sl = &s->snap->layers[l];
     struct snapshot_lora *lo = sl->lora;
     const float *W = sl->weight ? sl->weight : L->weight;
-    const size_t in = (size_t)L->in_features, r = (size_t)lo->rank;
+    const size_t in = (size_t)L->in_features, out = (size_t)L->out_features;
+    const size_t r = (size_t)lo->rank;
     const double sc = s->plan[l].scaling;
     double *row = malloc((in ? in : 1) * sizeof(*row));
 
     if (!row)
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
-    for (size_t o = 0; o < (size_t)L->out_features; o++) {
+    for (size_t o = 0; o < out; o++) {
         double norm = 0.0, v;
         for (size_t i = 0; i < in; i++)
             row[i] = 0.0;
@@ -1341,7 +1521,7 @@ static int dora_scale(struct stage *s, size_t l, const float *mag)
                 row[i] += b * a[i];
         }
         for (size_t i = 0; i < in; i++) {
-            const double w = (double)W[o * in + i] + sc * row[i];
+            const double w = (double)W[i * out + o] + sc * row[i]; /* W is [in][out] */
             norm += w * w;
         }
         v = mag[o] / sqrt(norm);
@@ -1369,8 +1549,9 @@ static int stage_layer_values(struct stage *s, size_t l)
     if ((rc = take(s, pl->t[TK_W], &sl->weight)) < 0 ||
         (rc = take(s, pl->t[TK_BIAS], &sl->bias)) < 0)
         return rc;
-    if (sl->weight && L->fan_in_fan_out &&
-        (rc = transpose(s, sl->weight, L->in_features, L->out_features)) < 0)
+    /* held [in][out] like the model's (model.h) */
+    if (sl->weight && !L->fan_in_fan_out &&
+        (rc = transpose(s, sl->weight, L->out_features, L->in_features)) < 0)
         return rc;
     if (!pl->t[TK_A])
         return 0;

@@ -2,7 +2,7 @@
  * See forward.h for the contract.
  *
  * Per layer, for the M rows of the batch:
- *   y  = x W^T                      one sgemm (W: snapshot replacement or base)
+ *   y  = x W^T                      one sgemm, W held as W^T [in][out] (model.h)
  *   t  = x A^T          (M x r)     LoRA layers only, at the layer's own rank
  *   y += s * t B^T                  sgemm with beta = 1
  *   y ⊙= dora_scale                 DoRA, per output column of y
@@ -131,8 +131,8 @@ void forward_run(const struct model *m, const struct snapshot *snap, const float
         const int in = L->in_features, nout = L->out_features;
 
         assert((size_t)in <= s->width && (size_t)nout <= s->width);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nout, in, 1.0f, cur, in, W, in,
-                    0.0f, out, nout);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, nout, in, 1.0f, cur, in, W,
+                    nout, 0.0f, out, nout);
         if (lo && lo->rank > 0) {
             assert(lo->rank <= s->max_rank);
             lora_delta(lo, cur, rows, in, nout, out, s->t);

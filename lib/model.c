@@ -1,5 +1,5 @@
 /* lorad — model.c: loads the frozen base model (config.json +
- * model.safetensors, SPEC.md 2.1) into f32 [out][in] arrays, and the
+ * model.safetensors, SPEC.md 2.1) into f32 [in][out] arrays, and the
  * activation functions. See model.h for the contract.
  *
  * Loading is two passes: the config is parsed and checked completely (types,
@@ -357,20 +357,24 @@ fail:
     return rc;
 }
 
-/* [in][out] (fan_in_fan_out file layout) into a new [out][in] array. */
-static int transpose_in_place(float **w, int in, int out, const char *name, struct lorad_error *err)
+/* *w [rows][cols] into a new [cols][rows] array (the old one freed). */
+static int transpose_in_place(float **w, int rows, int cols, const char *name,
+                              struct lorad_error *err)
 {
-    float *t = alloc_floats((size_t)in * (size_t)out);
+    float *t = alloc_floats((size_t)rows * (size_t)cols);
     if (!t)
         return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory transposing %s", name);
-    for (size_t i = 0; i < (size_t)in; i++)
-        for (size_t o = 0; o < (size_t)out; o++)
-            t[o * (size_t)in + i] = (*w)[i * (size_t)out + o];
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (size_t c = 0; c < (size_t)cols; c++)
+            t[c * (size_t)rows + r] = (*w)[r * (size_t)cols + c];
     free(*w);
     *w = t;
     return 0;
 }
 
+/* The weight is held [in][out] (see model.h): a PyTorch Linear file
+ * ([out][in]) is transposed once here, a fan_in_fan_out file already has
+ * that layout. */
 static int load_layer(const struct st_file *f, struct model_layer *L, struct lorad_error *err)
 {
     char name[1024];
@@ -382,8 +386,8 @@ static int load_layer(const struct st_file *f, struct model_layer *L, struct lor
                            : load_tensor(f, name, 2, out, in, &L->weight, err);
     if (rc)
         return rc;
-    if (L->fan_in_fan_out &&
-        (rc = transpose_in_place(&L->weight, L->in_features, L->out_features, name, err)))
+    if (!L->fan_in_fan_out &&
+        (rc = transpose_in_place(&L->weight, L->out_features, L->in_features, name, err)))
         return rc;
     if (!L->has_bias)
         return 0;

@@ -36,7 +36,7 @@ struct snapshot_lora {
 
 struct snapshot_layer {
     struct snapshot_lora *lora; /* NULL: this layer has no LoRA delta */
-    float *weight;              /* modules_to_save: [out][in] replacement, or NULL */
+    float *weight;              /* modules_to_save: [in][out] replacement, or NULL */
     float *bias;                /* modules_to_save: [out] replacement, or NULL */
 };
 

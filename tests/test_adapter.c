@@ -561,14 +561,36 @@ START_TEST(test_invalid_config_fields)
         {"\"alpha_pattern\": {\"[a-\": 2}", "[a-"},
         {"\"lora_bias\": true, \"use_dora\": true", "lora_bias"},
         {"\"lora_bias\": 3", "lora_bias"},
+        /* refused before regcomp: glibc would build a million nodes, or
+         * recurse on a back-reference */
+        {"\"rank_pattern\": {\"(a{999}){999}\": 2}", "regular-expression nodes"},
+        {"\"alpha_pattern\": {\"(((x{20}){20}){20})\": 2}", "regular-expression nodes"},
+        {"\"rank_pattern\": {\"(pro|j+){4000}\": 2}", "(pro|j+){4000}"},
+        {"\"alpha_pattern\": {\"(a)\\\\1\": 2}", "back-reference"},
     };
-    char name[32];
+    char name[32], deep[160];
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(name, sizeof(name), "f%zu", i);
         simple(name, cases[i].extra, 2, 4, 1);
         expect_err(name, NULL, NULL, LORAD_E_INVALID_ADAPTER, cases[i].field, NULL);
     }
+    /* groups nested deeper than lorad compiles */
+    memset(deep, 0, sizeof(deep));
+    strcpy(deep, "\"rank_pattern\": {\"");
+    for (size_t i = strlen(deep), k = 0; k < 65; k++)
+        deep[i + k] = '(';
+    strcat(deep, "proj\": 2}");
+    simple("deep", deep, 2, 4, 1);
+    expect_err("deep", NULL, NULL, LORAD_E_INVALID_ADAPTER, "nests groups", NULL);
+    /* keys within the budget still compile and match: intervals, bracket
+     * expressions (with ']' and '{' inside) and alternation */
+    ranked("okre",
+           "\"rank_pattern\": {\"[]{x]?(pro){1,3}j|q{2,}\": 2, \"(x){0}[[:alpha:]]{1,40}\": 3}", 8, 4,
+           (const int[NL]){2, 2, 3});
+    struct adapter_profile *okp = profile_of("okre");
+    ck_assert_int_eq(okp->max_rank, 3);
+    adapter_profile_free(&okp);
     /* r of the wrong type */
     struct ad a;
     ad_init(&a, "rstr", NULL, 2, 4);
@@ -949,6 +971,17 @@ static void check_array(const float *got, const double *want, size_t n, const ch
         ck_assert_msg((double)got[i] == want[i], "%s[%zu]: %.9g != %.9g", what, i, got[i], want[i]);
 }
 
+/* A modules_to_save weight held as W^T ([in][out], model.h) against want,
+ * [out][in]. */
+static void check_weight(const float *got, const double *want, int out, int in, const char *what)
+{
+    ck_assert_ptr_nonnull(got);
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++)
+            ck_assert_msg((double)got[i * out + o] == want[o * in + i], "%s[%d][%d]: %.9g != %.9g",
+                          what, o, i, got[i * out + o], want[o * in + i]);
+}
+
 /* Stages a fresh adapter with LoRA on every layer in `dtype` and checks
  * scaling, arrays and the forward pass. */
 static void numeric_case(const char *dtype)
@@ -1111,9 +1144,9 @@ START_TEST(test_dora_and_modules_to_save)
                           want);
         }
     }
-    check_array(s->layers[1].weight, rl[1].W, (size_t)IN[1] * OUT[1], "weight1");
+    check_weight(s->layers[1].weight, rl[1].W, OUT[1], IN[1], "weight1");
     ck_assert_ptr_null(s->layers[1].bias);
-    check_array(s->layers[2].weight, rl[2].W, (size_t)IN[2] * OUT[2], "weight2");
+    check_weight(s->layers[2].weight, rl[2].W, OUT[2], IN[2], "weight2");
     check_array(s->layers[2].bias, rl[2].b, (size_t)OUT[2], "bias2");
     ck_assert_ptr_null(s->layers[2].lora);
     check_forward(s, rl, 3);

@@ -49,6 +49,17 @@ static float *to_float(const double *v, size_t n)
     return f;
 }
 
+/* A reference weight [out][in] as lib holds it: f32 W^T, [in][out]. */
+static float *weight_of(const double *W, size_t out, size_t in)
+{
+    float *f = malloc((out * in > 0 ? out * in : 1) * sizeof(*f));
+    ck_assert_ptr_nonnull(f);
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++)
+            f[i * out + o] = (float)W[o * in + i];
+    return f;
+}
+
 static double *rand_kept(uint64_t *seed, size_t n, double lo, double hi)
 {
     return keep(tu_rand_array(seed, n, lo, hi));
@@ -94,7 +105,7 @@ static void build_model(struct fixture *f, const struct spec_layer *sp, size_t n
         L->has_bias = sp[l].bias;
         L->act = (enum model_act)model_act_parse(sp[l].act);
         ck_assert_int_ge((int)L->act, 0);
-        L->weight = to_float(W, nw);
+        L->weight = weight_of(W, (size_t)sp[l].out, (size_t)sp[l].in);
         L->bias = b ? to_float(b, (size_t)sp[l].out) : NULL;
         if (sp[l].in > m->max_width)
             m->max_width = sp[l].in;
@@ -174,7 +185,7 @@ static void replace_layer(struct fixture *f, size_t l, bool bias, uint64_t seed)
     struct tu_layer *L = &f->ref[l];
     size_t nw = (size_t)L->in * (size_t)L->out;
     double *W = rand_kept(&seed, nw, -0.3, 0.3);
-    snap_of(f)->layers[l].weight = to_float(W, nw);
+    snap_of(f)->layers[l].weight = weight_of(W, (size_t)L->out, (size_t)L->in);
     L->W = W;
     if (bias) {
         double *b = rand_kept(&seed, (size_t)L->out, -1, 1);

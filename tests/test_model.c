@@ -113,6 +113,17 @@ static void assert_values(const float *got, const double *want, size_t n, const 
     }
 }
 
+/* got holds W^T ([in][out], model.h) of want's file layout [out][in]. */
+static void assert_weight(const float *got, const double *want, int out, int in, const char *dtype)
+{
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) {
+            float w = (float)tu_round_to(dtype, want[o * in + i]);
+            ck_assert_msg(got[i * out + o] == w, "%s W[%d][%d]: got %.9g want %.9g", dtype, o, i,
+                          got[i * out + o], w);
+        }
+}
+
 static const char *const dtypes[] = {"F32", "F16", "BF16"};
 
 START_TEST(test_load_dtypes)
@@ -139,9 +150,9 @@ START_TEST(test_load_dtypes)
     ck_assert_int_eq(m->max_width, 5);
     ck_assert_uint_eq(m->parameters, 15 + 3 + 12);
     ck_assert_uint_eq(m->bytes, (15 + 3 + 12) * sizeof(float));
-    assert_values(m->layers[0].weight, v.w0, 15, dtype);
+    assert_weight(m->layers[0].weight, v.w0, 3, 5, dtype);
     assert_values(m->layers[0].bias, v.b0, 3, dtype);
-    assert_values(m->layers[1].weight, v.w1, 12, dtype);
+    assert_weight(m->layers[1].weight, v.w1, 4, 3, dtype);
     ck_assert_int_eq(model_find_layer(m, "l1"), 1);
     ck_assert_int_eq(model_find_layer(m, "l0"), 0);
     ck_assert_int_eq(model_find_layer(m, "l2"), -1);
@@ -169,7 +180,7 @@ START_TEST(test_fan_in_fan_out)
     ck_assert(m->layers[0].fan_in_fan_out);
     for (int o = 0; o < 6; o++)
         for (int i = 0; i < 4; i++)
-            ck_assert_msg(m->layers[0].weight[o * 4 + i] == (float)tu_round_to(dtype, w[i * 6 + o]),
+            ck_assert_msg(m->layers[0].weight[i * 6 + o] == (float)tu_round_to(dtype, w[i * 6 + o]),
                           "W[%d][%d]", o, i);
     assert_values(m->layers[0].bias, b, 6, dtype);
     model_free(&m);
