@@ -6,6 +6,9 @@
 #                             FUZZ_SECONDS (default 60); fails on any crash,
 #                             leak or sanitizer report
 #   make fuzz FUZZ_SECONDS=10
+#   make fuzz FUZZ_RUNS=200000 [FUZZ_SEED=1]
+#                             a fixed number of inputs from a fixed seed,
+#                             reproducible from a clean tree (what CI runs)
 #   make fuzz-replay          build and only replay corpora + regressions
 #                             (quick; suitable for `make check`)
 #   make fuzz-build           only build build/fuzz/fuzz_<name>
@@ -16,6 +19,8 @@
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
+FUZZ_RUNS    ?=
+FUZZ_SEED    ?= 1
 FUZZ_B       := build/fuzz
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
@@ -52,4 +57,5 @@ fuzz-replay: $(FUZZ_BIN)
 	@FUZZ_B=$(FUZZ_B) ./tests/fuzz/run.sh --replay $(FUZZ_NAMES)
 
 fuzz: $(FUZZ_BIN)
-	@FUZZ_B=$(FUZZ_B) FUZZ_SECONDS=$(FUZZ_SECONDS) ./tests/fuzz/run.sh $(FUZZ_NAMES)
+	@FUZZ_B=$(FUZZ_B) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SEED=$(FUZZ_SEED) \
+	    ./tests/fuzz/run.sh $(FUZZ_NAMES)

@@ -8,6 +8,11 @@
 #                             working corpus in $FUZZ_B/corpus/NAME
 #   run.sh --replay NAME...   only the replay (a few seconds in all)
 #
+# With $FUZZ_RUNS set, each harness instead runs that many inputs from the
+# fixed random seed $FUZZ_SEED (default 1): what CI runs, so that a clean
+# clone fuzzes the same inputs every time and a CI result can be
+# reproduced here. Fuzzing for time (the default) explores new inputs.
+#
 # Crash, leak, timeout and sanitizer inputs land in $FUZZ_B/artifacts/NAME/
 # and the script exits 1; copy such an input to tests/fuzz/regressions/NAME/
 # so that every later run replays it. Each harness's log is kept in
@@ -16,6 +21,8 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 B=${FUZZ_B:-build/fuzz}
 secs=${FUZZ_SECONDS:-60}
+budget="-max_total_time=$secs"
+[ -n "${FUZZ_RUNS:-}" ] && budget="-runs=$FUZZ_RUNS -seed=${FUZZ_SEED:-1}"
 replay_only=0
 if [ "${1:-}" = "--replay" ]; then
     replay_only=1
@@ -50,8 +57,8 @@ for name in "$@"; do
     [ "$replay_only" = 1 ] && continue
     dict=
     [ -f "$here/$name.dict" ] && dict="-dict=$here/$name.dict"
-    # shellcheck disable=SC2086 # $dict is empty or one word
-    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 $dict \
+    # shellcheck disable=SC2086 # $dict is empty or one word, $budget one or two
+    if "$bin" $budget -timeout=10 -rss_limit_mb=2048 -max_len=65536 $dict \
         -print_final_stats=1 -artifact_prefix="$art" "$B/corpus/$name" "$@" >"$log" 2>&1; then
         stats=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -n 1)
         printf '%-16s ok: %s\n' "$name" "$stats"
