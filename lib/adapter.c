@@ -580,9 +580,11 @@ static const char *pattern_refusal(const char *key)
             s++;
             continue;
         case ')':
+            /* unmatched, it would close the group lorad wraps the key in */
+            if (depth == 0)
+                return "has an unmatched ')'";
             s++;
-            if (depth > 0) /* else regcomp reports the unmatched ')' */
-                atom = total[depth--] + 1;
+            atom = total[depth--] + 1;
             break;
         case '*':
         case '?':
@@ -602,6 +604,8 @@ static const char *pattern_refusal(const char *key)
         case '\\':
             if (s[1] >= '1' && s[1] <= '9')
                 return "holds a back-reference, which lorad does not support";
+            if (s[1] == '\0')
+                return "ends with a lone backslash";
             s += s[1] ? 2 : 1;
             break;
         default:

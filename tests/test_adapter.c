@@ -567,6 +567,10 @@ START_TEST(test_invalid_config_fields)
         {"\"alpha_pattern\": {\"(((x{20}){20}){20})\": 2}", "regular-expression nodes"},
         {"\"rank_pattern\": {\"(pro|j+){4000}\": 2}", "(pro|j+){4000}"},
         {"\"alpha_pattern\": {\"(a)\\\\1\": 2}", "back-reference"},
+        /* a key must not close or escape the group it is wrapped in */
+        {"\"rank_pattern\": {\"proj)|(head\": 2}", "unmatched ')'"},
+        {"\"rank_pattern\": {\"9}0.0)****{20}\": 2}", "unmatched ')'"},
+        {"\"alpha_pattern\": {\"proj\\\\\": 2}", "lone backslash"},
     };
     char name[32], deep[160];
 
