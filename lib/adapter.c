@@ -481,20 +481,60 @@ static bool is_rank_value(double v)
 
 /* glibc's regcomp copies a subexpression once per count of a bounded
  * repetition, so "(a{999}){999}" asks for a million parse-tree nodes and
- * gigabytes of memory (found by fuzz_adapter_config), and its matcher
- * recurses without limit on some back-references. So before regcomp a key
- * is refused when it holds a back-reference (\1 to \9), or when a
- * conservative count of the nodes it expands to passes PATTERN_NODE_LIMIT:
- * an atom is one node, an interval multiplies its operand by its upper
- * bound (the lower bound + 1 when open), '*', '+' and '?' by two, a group
- * counts its branches' sum. Its epsilon-closure pass is quadratic or worse
- * in the nodes ("(0{99})****{20}", 2000 nodes, took 14 s under ASan), hence
- * the low limit. Real PEFT keys ("layers\.3\.q_proj", "model.*attn") count
- * tens. */
+ * gigabytes of memory; its epsilon-closure pass takes time exponential in
+ * the copies of a repeated repetition ("((a*)*){25}": 45 s; "j**{20}":
+ * 1.3 s); its matcher recurses without limit on some back-references. All
+ * found by fuzz_adapter_config. So before regcomp a key is refused when it
+ * holds a back-reference (\1 to \9), when a conservative count of the
+ * nodes it expands to passes PATTERN_NODE_LIMIT (an atom is one node, an
+ * interval multiplies its operand by its upper bound, the lower bound + 1
+ * when open, '*', '+' and '?' by two, a group counts its branches' sum), or
+ * when its expanded form holds more than PATTERN_NESTED_LIMIT repetitions
+ * of an operand that itself holds a repetition ("j**{10}" holds 11). Real
+ * PEFT keys ("layers\.3\.q_proj", "model.*attn", "(\w+\.)*proj") count
+ * tens of nodes and at most one such repetition. */
 #define PATTERN_NODE_LIMIT 1024
+#define PATTERN_NESTED_LIMIT 8
 #define PATTERN_MAX_DEPTH 64
 #define PATTERN_STR_(x) #x
 #define PATTERN_STR(x) PATTERN_STR_(x)
+
+/* What pattern_refusal counts, for a sequence of operands (a group's
+ * branches so far) and for its last operand. */
+struct pattern_count {
+    size_t nodes, last_nodes;   /* expanded parse-tree nodes */
+    size_t nested, last_nested; /* expanded repetitions of repeated operands */
+    bool reps, last_reps;       /* holds a repetition at all */
+};
+
+/* Appends an operand to c. */
+static void pattern_add(struct pattern_count *c, size_t nodes, size_t nested, bool reps)
+{
+    c->nodes += nodes;
+    c->last_nodes = nodes;
+    c->nested += nested;
+    c->last_nested = nested;
+    c->reps = c->reps || reps;
+    c->last_reps = reps;
+}
+
+/* Applies a repetition of upper bound `factor` to c's last operand:
+ * `factor` copies of it, plus the repetition node. */
+static void pattern_repeat(struct pattern_count *c, size_t factor)
+{
+    size_t nodes, nested;
+
+    /* the counts are <= their limits here, so this cannot overflow */
+    if (factor > PATTERN_NODE_LIMIT)
+        factor = PATTERN_NODE_LIMIT + 1;
+    nodes = c->last_nodes * factor + 1;
+    nested = c->last_nested * factor + (c->last_reps ? 1 : 0);
+    c->nodes += nodes - c->last_nodes;
+    c->nested += nested - c->last_nested;
+    c->last_nodes = nodes;
+    c->last_nested = nested;
+    c->reps = c->last_reps = true;
+}
 
 /* The decimal count at *s (saturated past PATTERN_NODE_LIMIT); advances *s. */
 static size_t pattern_count(const char **s, bool *any)
@@ -560,23 +600,23 @@ static void pattern_skip_bracket(const char **p)
 /* Why the key is refused before regcomp, or NULL when it may be compiled. */
 static const char *pattern_refusal(const char *key)
 {
-    size_t total[PATTERN_MAX_DEPTH + 1] = {0}, last[PATTERN_MAX_DEPTH + 1] = {0};
-    size_t depth = 0;
+    struct pattern_count frame[PATTERN_MAX_DEPTH + 1] = {{0}};
+    size_t depth = 0, factor;
     const char *s = key;
 
     while (*s) {
-        size_t atom = 1, factor = 0;
+        struct pattern_count *c = &frame[depth];
 
         switch (*s) {
         case '(':
             if (depth == PATTERN_MAX_DEPTH)
                 return "nests groups more than " PATTERN_STR(PATTERN_MAX_DEPTH) " deep";
-            depth++;
-            total[depth] = last[depth] = 0;
+            frame[++depth] = (struct pattern_count){0};
             s++;
             continue;
         case '|':
-            last[depth] = 0;
+            c->last_nodes = c->last_nested = 0;
+            c->last_reps = false;
             s++;
             continue;
         case ')':
@@ -584,47 +624,47 @@ static const char *pattern_refusal(const char *key)
             if (depth == 0)
                 return "has an unmatched ')'";
             s++;
-            atom = total[depth--] + 1;
+            depth--;
+            pattern_add(&frame[depth], c->nodes + 1, c->nested, c->reps);
+            c = &frame[depth];
             break;
         case '*':
         case '?':
         case '+':
-            /* counted as doubling: stacked closures over a big operand
-             * make glibc's epsilon-closure pass quadratic */
-            factor = 2;
             s++;
+            pattern_repeat(c, 2);
             break;
         case '{':
-            if (!pattern_interval(&s, &factor))
-                s++; /* not an interval: a literal '{' */
+            if (pattern_interval(&s, &factor)) {
+                pattern_repeat(c, factor);
+                break;
+            }
+            s++; /* not an interval: a literal '{' */
+            pattern_add(c, 1, 0, false);
             break;
         case '[':
             pattern_skip_bracket(&s);
+            pattern_add(c, 1, 0, false);
             break;
         case '\\':
             if (s[1] >= '1' && s[1] <= '9')
                 return "holds a back-reference, which lorad does not support";
             if (s[1] == '\0')
                 return "ends with a lone backslash";
-            s += s[1] ? 2 : 1;
+            s += 2;
+            pattern_add(c, 1, 0, false);
             break;
         default:
             s++;
+            pattern_add(c, 1, 0, false);
             break;
         }
-        if (factor > 0) {
-            /* last[depth] <= PATTERN_NODE_LIMIT here: no overflow */
-            if (factor > PATTERN_NODE_LIMIT)
-                factor = PATTERN_NODE_LIMIT + 1;
-            total[depth] += last[depth] * (factor - 1) + 1;
-            last[depth] = last[depth] * factor + 1;
-        } else {
-            total[depth] += atom;
-            last[depth] = atom;
-        }
-        if (total[depth] > PATTERN_NODE_LIMIT || last[depth] > PATTERN_NODE_LIMIT)
+        if (c->nodes > PATTERN_NODE_LIMIT || c->last_nodes > PATTERN_NODE_LIMIT)
             return "expands to more than " PATTERN_STR(PATTERN_NODE_LIMIT)
                    " regular-expression nodes (its repetitions multiply)";
+        if (c->nested > PATTERN_NESTED_LIMIT)
+            return "repeats a repeated operand more than " PATTERN_STR(PATTERN_NESTED_LIMIT)
+                   " times once expanded (as in \"(a*)*{9}\")";
     }
     return NULL;
 }

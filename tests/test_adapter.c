@@ -567,6 +567,9 @@ START_TEST(test_invalid_config_fields)
         {"\"alpha_pattern\": {\"(((x{20}){20}){20})\": 2}", "regular-expression nodes"},
         {"\"rank_pattern\": {\"(pro|j+){4000}\": 2}", "(pro|j+){4000}"},
         {"\"alpha_pattern\": {\"(a)\\\\1\": 2}", "back-reference"},
+        {"\"rank_pattern\": {\"((a*)*){25}\": 2}", "repeated operand"},
+        {"\"alpha_pattern\": {\"j**{20}\": 2}", "repeated operand"},
+        {"\"rank_pattern\": {\"(0{99})*j**{20}\": 2}", "repeated operand"},
         /* a key must not close or escape the group it is wrapped in */
         {"\"rank_pattern\": {\"proj)|(head\": 2}", "unmatched ')'"},
         {"\"rank_pattern\": {\"9}0.0)****{20}\": 2}", "unmatched ')'"},
@@ -590,7 +593,9 @@ START_TEST(test_invalid_config_fields)
     /* keys within the budget still compile and match: intervals, bracket
      * expressions (with ']' and '{' inside) and alternation */
     ranked("okre",
-           "\"rank_pattern\": {\"[]{x]?(pro){1,3}j|q{2,}\": 2, \"(x){0}[[:alpha:]]{1,40}\": 3}", 8, 4,
+           "\"rank_pattern\": {\"[]{x]?(pro){1,3}j|q{2,}\": 2, \"(x){0}[[:alpha:]]{1,40}\": 3, "
+           "\"(\\\\w+\\\\.)*proj{1}\": 2}",
+           8, 4,
            (const int[NL]){2, 2, 3});
     struct adapter_profile *okp = profile_of("okre");
     ck_assert_int_eq(okp->max_rank, 3);
