@@ -141,7 +141,9 @@ static void add_time(cJSON *o, const char *key, const struct timespec *ts)
 }
 
 /* Parses r->body as one JSON object whose keys are all in `allowed` (NULL
- * terminated), each at most once. An empty body is {} when allow_empty. */
+ * terminated), each at most once. An empty body is {} when allow_empty.
+ * cJSON is lenient, so the raw text is checked first (lib/jsontext.h): a
+ * \u0000 escape and an RFC 8259-malformed number are refused before it. */
 static int parse_body(struct http_request *r, const char *const *allowed, bool allow_empty,
                       cJSON **out, struct lorad_error *err)
 {
@@ -167,6 +169,11 @@ static int parse_body(struct http_request *r, const char *const *allowed, bool a
                                "a JSON string contains \\u0000 (NUL)%s",
                                named ? "; adapter names cannot contain NUL" : "");
     }
+    size_t bad_at;
+    const char *why;
+    if (json_has_bad_number(b, r->body_len, &bad_at, &why)) /* cJSON takes 05, 5., .5 */
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST, "malformed JSON at byte %zu: %s",
+                               bad_at, why);
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(b, &end, 1);
     if (!j)

@@ -6,6 +6,18 @@
  * file, adapter_config.json) asks json_has_nul_escape() first and refuses
  * such text with its own error code.
  *
+ * cJSON also reads numbers leniently: it hands any run of "+-.0-9eE" to
+ * strtod, so 05, 5., 00.5, .5, +1 and 1.e5 parse. json_has_bad_number()
+ * holds every number outside strings to RFC 8259's grammar
+ *   -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+ * so that the control plane answers such text as malformed (SPEC 6), as
+ * the /infer parser does. Callers ask it before cJSON_Parse.
+ *
+ * Both checks walk the text with one tokeniser: a string runs from '"' to
+ * the next '"' not escaped by a backslash (an unterminated string runs to
+ * the end); everything else is outside strings. Neither check validates the
+ * rest of the syntax: that is cJSON's job.
+ *
  * Thread-safety: pure functions.
  */
 #ifndef LORAD_JSONTEXT_H
@@ -18,5 +30,13 @@
  * hex case), or when text holds a raw NUL byte. Strings are tokenised
  * properly, so an escaped backslash followed by "u0000" is not a match. */
 bool json_has_nul_escape(const char *text, size_t len);
+
+/* True when text[0..len) holds, outside strings, a number token that is not
+ * an RFC 8259 number. A number token starts at '-', '+', '.' or a digit
+ * outside strings (not inside a word such as true/null) and runs while the
+ * bytes are in "+-.0123456789eE". On true, *at is the byte offset where the
+ * first bad token starts and *why a static phrase saying what is wrong
+ * ("leading zero in a number", ...). On false, *at and *why are unchanged. */
+bool json_has_bad_number(const char *text, size_t len, size_t *at, const char **why);
 
 #endif

@@ -402,16 +402,19 @@ int serving_rollback(struct serving *s, const uint64_t *version, struct serving_
 
     if (s->canary && !version)
         return rollback_canary(s, out, err);
-    if (s->nhistory == 0)
-        return lorad_error_set(err, LORAD_E_NO_HISTORY, "no history to roll back to");
+    /* An explicit version not in history is version_not_found even when
+     * history is empty: only {} can have nothing to go back to. */
     if (version) {
         idx = history_find(s, *version);
         if (idx < 0)
             return lorad_error_set(err, LORAD_E_VERSION_NOT_FOUND,
-                                   "version %" PRIu64 " is not in history%s", *version,
+                                   "version %" PRIu64 " is not in history%s%s", *version,
                                    (s->stable ? s->stable->version : 0) == *version
                                        ? " (it is the current stable)"
-                                       : "");
+                                       : "",
+                                   s->nhistory == 0 ? "; history is empty" : "");
+    } else if (s->nhistory == 0) {
+        return lorad_error_set(err, LORAD_E_NO_HISTORY, "no history to roll back to");
     } else {
         idx = 0;
     }

@@ -93,8 +93,9 @@ int serving_swap(struct serving *s, struct snapshot *snap, int canary_bp,
  * dropped; with *version == N that retained entry becomes stable and the
  * current stable and every newer history entry are dropped (a live canary
  * is dropped too: N then serves all traffic). out->previous names the
- * stable that was replaced. LORAD_E_NO_HISTORY, LORAD_E_VERSION_NOT_FOUND
- * (also for the current stable's version). */
+ * stable that was replaced. LORAD_E_NO_HISTORY (version == NULL and an
+ * empty history), LORAD_E_VERSION_NOT_FOUND (N not in history, including
+ * the current stable's version and any N when history is empty). */
 int serving_rollback(struct serving *s, const uint64_t *version, struct serving_commit *out,
                      struct lorad_error *err);
 

@@ -642,6 +642,11 @@ START_TEST(test_rollback)
     }
     expect_error(&r, "POST /rollback {} at the end of the history", 409, "no_history");
     itu_resp_free(&r);
+    /* with the history empty, a named version is still not in history:
+     * 404, for the current stable (v0) too; only {} is no_history */
+    post_err(d, "/rollback", "{\"version\": 0}", 404, "version_not_found");
+    post_err(d, "/rollback", "{\"version\": 7}", 404, "version_not_found");
+    post_err(d, "/rollback", "{}", 409, "no_history");
     /* a version is never issued twice */
     a = itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\"}");
     ck_assert_msg(itu_jnum(a, "version", -1) == 5,
@@ -649,6 +654,86 @@ START_TEST(test_rollback)
                   itu_jnum(a, "version", -1));
     cJSON_Delete(a);
     infer_expect(d, x, 2, false, true, NULL, NULL, RB, "demo-b", 5, "stable");
+    free(x);
+    stop_ok(&d);
+}
+END_TEST
+
+/* ---- malformed JSON numbers on the control plane ---- */
+
+/* Numbers cJSON reads but RFC 8259 does not allow (SPEC 6: malformed JSON
+ * is 400 invalid_request on every endpoint). */
+static const char *const bad_numbers[] = {"05", "5.", "00.5", "0001", "-",
+                                          "1e", ".5", "+1",   "1.e5"};
+#define N_BAD_NUMBERS (sizeof(bad_numbers) / sizeof(bad_numbers[0]))
+
+/* POST path {prefix NUM} for each malformed NUM: 400 invalid_request whose
+ * message names the byte where NUM starts (strlen(prefix)). */
+static void post_bad_numbers(struct itu_daemon *d, const char *path, const char *prefix,
+                             bool is_swap)
+{
+    char body[256], want[64];
+    snprintf(want, sizeof(want), "malformed JSON at byte %zu: ", strlen(prefix));
+    for (size_t i = 0; i < N_BAD_NUMBERS; i++) {
+        snprintf(body, sizeof(body), "%s%s}", prefix, bad_numbers[i]);
+        if (is_swap)
+            swap_refused(d, body, 400, "invalid_request");
+        else
+            post_err(d, path, body, 400, "invalid_request");
+        struct itu_resp r;
+        itu_post(d, path, body, &r);
+        const char *msg = itu_jstr(r.json, "error.message");
+        ck_assert_msg(msg && strncmp(msg, want, strlen(want)) == 0,
+                      "POST %s %s: message does not start with '%s': %s", path, body, want,
+                      itu_describe(&r));
+        itu_resp_free(&r);
+    }
+}
+
+START_TEST(test_control_bad_numbers)
+{
+    struct itu_daemon *d = itu_daemon_start(NULL, NULL);
+    double *x = itu_rows(23, 2, M->in);
+    /* /swap: 05 would be a 5 % canary; nothing serving changes */
+    post_bad_numbers(d, "/swap", "{\"adapter\":\"demo-c\",\"canary_percent\":", true);
+    post_bad_numbers(d, "/swap", "{\"canary_percent\": 5, \"adapter\":\"demo-c\", \"x\":", true);
+    /* numbers inside strings are not numbers */
+    swap_refused(d, "{\"adapter\":\"05\"}", 404, "adapter_not_found");
+    swap_refused(d, "{\"adapter\":\"demo-\\\"05\"}", 403, "forbidden_name");
+    infer_expect(d, x, 2, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
+
+    /* /canary: with a canary live at 50 %, its share does not change */
+    cJSON_Delete(itu_post_ok(d, "/swap", "{\"adapter\":\"demo-b\",\"canary_percent\":50}"));
+    cJSON *st = itu_status(d);
+    double gen = itu_jnum(st, "generation", -1);
+    cJSON_Delete(st);
+    post_bad_numbers(d, "/canary", "{\"percent\":", false);
+    st = itu_status(d);
+    ck_assert_msg(itu_jnum(st, "canary.percent", -1) == 50 && itu_jnum(st, "generation", -1) == gen,
+                  "malformed /canary changed the canary: %s", cJSON_PrintUnformatted(st));
+    cJSON_Delete(st);
+    cJSON_Delete(itu_post_ok(d, "/canary", "{\"percent\":5e1}")); /* a valid exponent */
+
+    /* /rollback: 0001 would be version 1, which is in history */
+    cJSON_Delete(itu_post_ok(d, "/promote", "{}")); /* stable demo-b v2, history 1 0 */
+    st = itu_status(d);
+    gen = itu_jnum(st, "generation", -1);
+    cJSON_Delete(st);
+    post_bad_numbers(d, "/rollback", "{\"version\":", false);
+    post_bad_numbers(d, "/rollback", "{ \"version\" : ", false);
+    st = itu_status(d);
+    expect_snapshot_name(st, "stable", "demo-b", 2, "GET /status after malformed /rollback");
+    expect_snapshot_name(st, "history.0", "demo-a", 1, "GET /status after malformed /rollback");
+    ck_assert_msg(itu_jnum(st, "generation", -1) == gen,
+                  "malformed /rollback changed the generation from %.0f to %.0f", gen,
+                  itu_jnum(st, "generation", -1));
+    cJSON_Delete(st);
+
+    /* still serving, and well-formed control requests still work */
+    infer_expect(d, x, 2, false, true, NULL, NULL, RB, "demo-b", 2, "stable");
+    infer_expect(d, x, 1, true, false, NULL, NULL, RB, "demo-b", 2, "stable");
+    cJSON_Delete(rollback_ok(d, "{\"version\": 1}", "demo-a", 1, "demo-b", 2));
+    infer_expect(d, x, 2, false, true, NULL, NULL, RA, "demo-a", 1, "stable");
     free(x);
     stop_ok(&d);
 }
@@ -1198,6 +1283,7 @@ int main(void)
     tcase_add_test(tc, test_swap_errors);
     tcase_add_test(tc, test_swap_checksum);
     tcase_add_test(tc, test_rollback);
+    tcase_add_test(tc, test_control_bad_numbers);
     tcase_add_test(tc, test_status_fields);
     tcase_add_test(tc, test_canary);
     tcase_add_test(tc, test_nonfinite_canary);

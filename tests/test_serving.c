@@ -189,8 +189,18 @@ START_TEST(test_rollback_to_version)
     ck_assert_ptr_null(c.now);
     ck_assert_ptr_null(serving_current(s)->stable);
     ck_hist(s, "");
+    /* An empty history: {} has nothing to go back to (409), but a named
+     * version is simply not in history (404), the current stable's too. */
     v = 0;
-    ck_assert_int_eq(serving_rollback(s, &v, &c, &e), LORAD_E_NO_HISTORY);
+    ck_assert_int_eq(serving_rollback(s, &v, &c, &e), LORAD_E_VERSION_NOT_FOUND);
+    ck_assert_int_eq(e.code, LORAD_E_VERSION_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(e.msg, "current stable"));
+    ck_assert_ptr_nonnull(strstr(e.msg, "history is empty"));
+    v = 7;
+    ck_assert_int_eq(serving_rollback(s, &v, &c, &e), LORAD_E_VERSION_NOT_FOUND);
+    ck_assert_ptr_null(strstr(e.msg, "current stable"));
+    ck_assert_int_eq(serving_rollback(s, NULL, &c, &e), LORAD_E_NO_HISTORY);
+    ck_assert_uint_eq(serving_current(s)->generation, 7); /* nothing changed */
     ck_assert_uint_eq(swap_stable(s, "b"), 6);
     ck_hist(s, "0");
     serving_free(&s);
@@ -216,6 +226,8 @@ START_TEST(test_history_bound)
         struct serving_commit c;
         struct lorad_error e = {0};
         ck_assert_int_eq(serving_rollback(s, NULL, &c, &e), LORAD_E_NO_HISTORY);
+        uint64_t v = 1; /* the current stable, with no history kept */
+        ck_assert_int_eq(serving_rollback(s, &v, &c, &e), LORAD_E_VERSION_NOT_FOUND);
     }
     serving_free(&s);
 }
