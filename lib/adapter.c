@@ -8,10 +8,21 @@
  * openat2 RESOLVE_BENEATH), checksum, files and safetensors validity,
  * config (peft_type, field types, compared fields), tensor names and
  * shapes, ranks, dtypes, values (conversion to f32 and the finiteness check
- * in one pass), then DoRA norms. Files are opened once through a confined
- * fd; the safetensors image is mmap()ed from that very fd and validated
- * with st_parse(), so there is no window between the confinement check and
- * the read.
+ * in one pass), then DoRA norms.
+ *
+ * Confinement is to adapter_dir, not to each adapter's own directory: the
+ * directory is opened as "NAME" and its files as "NAME/FILE", all relative
+ * to the adapter_dir fd, so a file may be a relative symlink to anywhere
+ * inside adapter_dir (a sibling adapter, a Hugging Face cache blob) and
+ * nowhere else (SPEC 6). Each file is read only through the fd that
+ * confined open returned; the safetensors image is mmap()ed from that very
+ * fd and validated with st_parse(), so there is no window between the
+ * confinement check and the read. Because the files are opened by path, NAME
+ * is checked to still be the directory first opened (same device and inode)
+ * after both files are open, and everything is opened again if it was
+ * renamed or relinked meanwhile (up to 3 times, then invalid_adapter), so
+ * config and weights come from one version of NAME (only a swap away and
+ * back between the two checks could go unseen).
  */
 #include "adapter.h"
 #include "fileio.h"
@@ -68,11 +79,70 @@ bool adapter_name_valid(const char *name)
     return true;
 }
 
-/* ---- confined opening ---- */
+/* ---- confined opening ----
+ *
+ * Every path is resolved beneath the adapter_dir fd: the adapter directory
+ * as "NAME", its files as "NAME/FILE". So a symlink may point anywhere
+ * inside adapter_dir (a sibling adapter's file, a Hugging Face cache blob
+ * "../../blobs/<sha>") but never out of it, not even in passing through
+ * "..", and never through an absolute target (openat2 RESOLVE_BENEATH cannot
+ * confine one, so it refuses it even when it points inside). */
+
+/* Whether a failed confined open means "resolves outside adapter_dir". */
+static bool open_escaped(int e)
+{
+    return e == EXDEV || e == ELOOP;
+}
+
+/* Maps a failed O_NOFOLLOW open of `comp` in `fd` to -errno, a symlink to
+ * -EXDEV (O_DIRECTORY on a symlink fails with ENOTDIR, not ELOOP). */
+static int nofollow_error(int fd, const char *comp, int e)
+{
+    struct stat st;
+
+    if (e == ELOOP ||
+        (e == ENOTDIR && fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)))
+        return -EXDEV;
+    return -e;
+}
+
+/* The fallback without openat2: walks `path` one component at a time with
+ * O_NOFOLLOW, so every symlink, every "." or ".." component and an absolute
+ * path give -EXDEV (stricter than openat2, never looser). */
+static int open_walk_nofollow(int dirfd, const char *path, int flags)
+{
+    int fd = dirfd;
+
+    for (;;) {
+        const char *slash = strchr(path, '/');
+        size_t len = slash ? (size_t)(slash - path) : strlen(path);
+        char comp[NAME_MAX + 1];
+        int rc;
+
+        if (len == 0 || len > NAME_MAX) {
+            rc = len ? -ENAMETOOLONG : -EXDEV;
+        } else {
+            memcpy(comp, path, len);
+            comp[len] = '\0';
+            if (strcmp(comp, ".") == 0 || strcmp(comp, "..") == 0)
+                rc = -EXDEV;
+            else if ((rc = openat(fd, comp,
+                                  (slash ? O_PATH | O_DIRECTORY : flags | O_NOCTTY) | O_CLOEXEC |
+                                      O_NOFOLLOW)) < 0)
+                rc = nofollow_error(fd, comp, errno);
+        }
+        if (fd != dirfd)
+            close(fd);
+        if (rc < 0 || !slash)
+            return rc;
+        fd = rc;
+        path = slash + 1;
+    }
+}
 
 /* Opens `path` beneath `dirfd` (symlinks only if they stay beneath it).
- * Returns an fd or -errno. Without openat2 (old kernel, seccomp) falls back
- * to refusing every symlink in the single path component. */
+ * Returns an fd or -errno (-EXDEV or -ELOOP: it resolves outside). Without
+ * openat2 (old kernel, seccomp) falls back to refusing every symlink. */
 static int open_beneath(int dirfd, const char *path, int flags)
 {
     struct open_how how;
@@ -86,12 +156,7 @@ static int open_beneath(int dirfd, const char *path, int flags)
         return (int)fd;
     if (errno != ENOSYS && errno != EPERM)
         return -errno;
-    if (strchr(path, '/'))
-        return -EXDEV;
-    fd = openat(dirfd, path, flags | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-    if (fd < 0)
-        return errno == ELOOP ? -EXDEV : -errno;
-    return (int)fd;
+    return open_walk_nofollow(dirfd, path, flags);
 }
 
 int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out, struct lorad_error *err)
@@ -110,7 +175,7 @@ int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out, struct
         *dirfd_out = fd;
         return 0;
     }
-    if (fd == -EXDEV || fd == -ELOOP)
+    if (open_escaped(-fd))
         return lorad_error_set(err, LORAD_E_FORBIDDEN_NAME,
                                "adapter %s resolves outside adapter_dir", name);
     if (fd == -ENOENT || fd == -ENOTDIR)
@@ -826,12 +891,8 @@ struct stage {
     struct snapshot *snap;
 };
 
-static void stage_cleanup(struct stage *s)
+static void stage_close_files(struct stage *s)
 {
-    st_close(&s->st);
-    if (s->map && s->map_len)
-        munmap(s->map, s->map_len);
-    s->map = NULL;
     if (s->cfg_fd >= 0)
         close(s->cfg_fd);
     if (s->st_fd >= 0)
@@ -839,6 +900,15 @@ static void stage_cleanup(struct stage *s)
     if (s->dirfd >= 0)
         close(s->dirfd);
     s->cfg_fd = s->st_fd = s->dirfd = -1;
+}
+
+static void stage_cleanup(struct stage *s)
+{
+    st_close(&s->st);
+    if (s->map && s->map_len)
+        munmap(s->map, s->map_len);
+    s->map = NULL;
+    stage_close_files(s);
     config_free(&s->cfg);
     free(s->plan);
     s->plan = NULL;
@@ -846,28 +916,80 @@ static void stage_cleanup(struct stage *s)
     snapshot_free(&s->snap);
 }
 
-/* Step 1, name: the directory and both files, confined. */
-static int stage_open(struct stage *s)
+/* Opens `file` of the adapter as "NAME/file" beneath adapter_dir (see
+ * "confined opening"). Returns an fd or -errno. */
+static int open_adapter_file(const struct stage *s, const char *file, int flags)
+{
+    char path[SNAPSHOT_NAME_MAX + 64];
+    int n = snprintf(path, sizeof(path), "%s/%s", s->a->name, file);
+
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    return open_beneath(s->a->adapter_dirfd, path, flags);
+}
+
+/* Opens the directory (which classifies the name: forbidden or not found)
+ * and both files; a file that cannot be opened is recorded in *_errno. */
+static int open_adapter_once(struct stage *s)
 {
     int rc = adapter_open_dir(s->a->adapter_dirfd, s->a->name, &s->dirfd, s->err);
     int fd;
 
     if (rc < 0)
         return rc;
-    fd = open_beneath(s->dirfd, CONFIG_FILE, O_RDONLY | O_NONBLOCK);
+    fd = open_adapter_file(s, CONFIG_FILE, O_RDONLY | O_NONBLOCK);
     s->cfg_fd = fd >= 0 ? fd : -1;
     s->cfg_errno = fd >= 0 ? 0 : -fd;
-    fd = open_beneath(s->dirfd, MODEL_FILE, O_RDONLY | O_NONBLOCK);
+    fd = open_adapter_file(s, MODEL_FILE, O_RDONLY | O_NONBLOCK);
     s->st_fd = fd >= 0 ? fd : -1;
     s->st_errno = fd >= 0 ? 0 : -fd;
-    if (s->cfg_errno == EXDEV || s->cfg_errno == ELOOP || s->st_errno == EXDEV ||
-        s->st_errno == ELOOP)
+    return 0;
+}
+
+/* Whether NAME still resolves to the directory s->dirfd was opened on: the
+ * files were opened by path, so a rename or symlink swap of NAME in between
+ * could pair one version's config with another's weights. */
+static bool adapter_dir_unchanged(const struct stage *s)
+{
+    struct stat now, then;
+    int fd = open_beneath(s->a->adapter_dirfd, s->a->name, O_RDONLY | O_DIRECTORY);
+    bool same;
+
+    if (fd < 0)
+        return false;
+    same = fstat(fd, &now) == 0 && fstat(s->dirfd, &then) == 0 && now.st_dev == then.st_dev &&
+           now.st_ino == then.st_ino;
+    close(fd);
+    return same;
+}
+
+#define STAGE_OPEN_TRIES 3
+
+/* Step 1, name: the directory and both files, confined, all from one
+ * version of the directory (opened again when NAME changed meanwhile). */
+static int stage_open(struct stage *s)
+{
+    const char *file;
+
+    for (int i = 0; i < STAGE_OPEN_TRIES; i++) {
+        int rc = open_adapter_once(s);
+        if (rc < 0)
+            return rc;
+        if (adapter_dir_unchanged(s))
+            break;
+        stage_close_files(s);
+    }
+    if (s->dirfd < 0)
+        return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
+                               "adapter %s was replaced (renamed or relinked) while its files "
+                               "were being opened, %d times in a row; try again",
+                               s->a->name, STAGE_OPEN_TRIES);
+    file = open_escaped(s->cfg_errno) ? CONFIG_FILE : open_escaped(s->st_errno) ? MODEL_FILE : NULL;
+    if (file)
         return lorad_error_set(s->err, LORAD_E_FORBIDDEN_NAME,
-                               "adapter %s: %s is a symbolic link that leaves the adapter "
-                               "directory",
-                               s->a->name,
-                               (s->cfg_errno == EXDEV || s->cfg_errno == ELOOP) ? CONFIG_FILE
-                                                                                : MODEL_FILE);
+                               "adapter %s: %s resolves outside adapter_dir (a symbolic link "
+                               "leaving it, or an absolute one)",
+                               s->a->name, file);
     return 0;
 }
 
@@ -1016,7 +1138,7 @@ static int stage_files(struct stage *s)
     int rc, fd;
 
     if (s->st_fd < 0 && (s->st_errno == ENOENT || s->st_errno == ENOTDIR)) {
-        fd = open_beneath(s->dirfd, PICKLE_FILE, O_RDONLY | O_NONBLOCK);
+        fd = open_adapter_file(s, PICKLE_FILE, O_RDONLY | O_NONBLOCK);
         if (fd >= 0) {
             close(fd);
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
@@ -1496,31 +1618,14 @@ done:
     return 0;
 }
 
-/* Memory for `bytes` of weights, released with free(). Tensors of at least
- * one huge page get memory aligned to it and advised as transparent huge
- * pages: a 16 MiB adapter then takes 8 page faults instead of 4096, which
- * was half of its stage time. Best effort: where THP is off, the advice is
- * refused and the memory is ordinary pages. */
-static void *weights_alloc(size_t bytes)
-{
-    enum { HUGE_PAGE = 2u << 20 };
-    void *p;
-
-    if (bytes < HUGE_PAGE)
-        return malloc(bytes ? bytes : 1);
-    if (posix_memalign(&p, HUGE_PAGE, bytes) != 0)
-        return NULL;
-    (void)madvise(p, bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
-    return p;
-}
-
 /* Allocates and converts one tensor into *out (bytes accounted). */
 static int take(struct stage *s, const struct st_tensor *t, float **out)
 {
     *out = NULL;
     if (!t)
         return 0;
-    if (t->nelems > SIZE_MAX / sizeof(float) || !(*out = weights_alloc(t->nelems * sizeof(float))))
+    if (t->nelems > SIZE_MAX / sizeof(float) ||
+        !(*out = malloc((t->nelems ? t->nelems : 1) * sizeof(float))))
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     s->snap->bytes += t->nelems * sizeof(float);
     return convert_finite(s, t, *out);

@@ -18,14 +18,18 @@
  * profile fills the missing halves from the staged adapter and returns the
  * completed profile, which the caller adopts when it commits.
  *
- * Files are opened once, confined with openat2(RESOLVE_BENEATH) relative to
- * the adapter directory (a file symlink leaving it is forbidden_name), and
- * the safetensors image is mmap()ed from that same fd, so what was checked
- * is what is read. The sha256 of adapter_model.safetensors is always
- * computed (the snapshot records it), but remembered per file identity
- * (device, inode, size, mtime, ctime; only for files whose timestamps were
- * at least 2 s old when hashed), because hashing 16 MiB costs more than the
- * whole staging budget of SPEC 10.
+ * Files are opened confined with openat2(RESOLVE_BENEATH) relative to
+ * adapter_dir as "NAME/FILE" (a relative symlink may point anywhere inside
+ * adapter_dir, e.g. to a sibling adapter or a Hugging Face cache blob; one
+ * leaving it, or an absolute one, is forbidden_name), and the safetensors
+ * image is mmap()ed from that same fd, so what was checked is what is read;
+ * NAME is opened again when it was renamed or relinked meanwhile, so config
+ * and weights come from one version.
+ * The sha256 of adapter_model.safetensors is always computed (the snapshot
+ * records it), but remembered per file identity (device, inode, size,
+ * mtime, ctime; only for files whose timestamps were at least 2 s old when
+ * hashed), because hashing 16 MiB costs more than the whole staging budget
+ * of SPEC 10; two names linked to one file share the entry.
  *
  * Thread-safety: all functions are reentrant (the sha256 memo is guarded by
  * a mutex); a profile and a model are read-only inputs that may be shared

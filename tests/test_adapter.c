@@ -6,14 +6,23 @@
  * in ../shared/testdata/peft-distilbert-imdb. */
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -332,6 +341,14 @@ START_TEST(test_name_rule)
 }
 END_TEST
 
+/* Makes `path` (relative to adapter_dir) a symlink to `target`, replacing
+ * the file there if any. */
+static void relink(const char *path, const char *target)
+{
+    ck_assert(unlinkat(F.adirfd, path, 0) == 0 || errno == ENOENT);
+    ck_assert_msg(symlinkat(target, F.adirfd, path) == 0, "symlink %s: %s", path, strerror(errno));
+}
+
 START_TEST(test_forbidden_names)
 {
     char long_bad[130], *p, *q, *outside;
@@ -392,14 +409,273 @@ START_TEST(test_forbidden_names)
     ck_assert_int_eq(symlink("../../outside/adapter_config.json", p), 0);
     free(p);
     expect_err("csym", NULL, NULL, LORAD_E_FORBIDDEN_NAME, "adapter_config.json", NULL);
-    /* ... even to a sibling adapter directory inside adapter_dir */
-    simple("sib", NULL, 2, 4, 1);
-    p = tu_path(F.adir, "sib/adapter_model.safetensors");
-    ck_assert_int_eq(unlink(p), 0);
-    ck_assert_int_eq(symlink("../ok/adapter_model.safetensors", p), 0);
+    /* an absolute target is refused even when it points inside adapter_dir
+     * (openat2 cannot confine it), and so is a relative one that leaves
+     * adapter_dir and comes back */
+    simple("absin", NULL, 2, 4, 1);
+    p = tu_path(F.adir, "ok/adapter_model.safetensors");
+    relink("absin/adapter_model.safetensors", p);
     free(p);
-    expect_err("sib", NULL, NULL, LORAD_E_FORBIDDEN_NAME, NULL);
+    expect_err("absin", NULL, NULL, LORAD_E_FORBIDDEN_NAME, "adapter_model.safetensors", NULL);
+    simple("reenter", NULL, 2, 4, 1);
+    relink("reenter/adapter_config.json", "../../adapters/ok/adapter_config.json");
+    expect_err("reenter", NULL, NULL, LORAD_E_FORBIDDEN_NAME, "adapter_config.json", NULL);
+    /* a chain of links that starts inside and ends outside, and a link
+     * through a directory symlink that escapes */
+    ck_assert_int_eq(mkdirat(F.adirfd, "blobs", 0755), 0);
+    relink("blobs/evil", "../../outside/adapter_model.safetensors");
+    simple("chain", NULL, 2, 4, 1);
+    relink("chain/adapter_model.safetensors", "../blobs/evil");
+    expect_err("chain", NULL, NULL, LORAD_E_FORBIDDEN_NAME, "adapter_model.safetensors", NULL);
+    simple("via", NULL, 2, 4, 1);
+    relink("via/adapter_model.safetensors", "../escape/adapter_model.safetensors");
+    expect_err("via", NULL, NULL, LORAD_E_FORBIDDEN_NAME, "adapter_model.safetensors", NULL);
     free(outside);
+}
+END_TEST
+
+static void assert_same_snapshot(const struct snapshot *x, const struct snapshot *y)
+{
+    ck_assert_str_eq(x->sha256, y->sha256);
+    ck_assert_int_eq(x->rank, y->rank);
+    ck_assert(x->lora_alpha == y->lora_alpha);
+    ck_assert_uint_eq(x->nlayers, y->nlayers);
+    for (size_t l = 0; l < x->nlayers; l++) {
+        const struct snapshot_lora *a = x->layers[l].lora, *b = y->layers[l].lora;
+        ck_assert_int_eq(a != NULL, b != NULL);
+        ck_assert(!x->layers[l].weight && !y->layers[l].weight);
+        if (!a)
+            continue;
+        ck_assert_int_eq(a->rank, b->rank);
+        ck_assert(a->scaling == b->scaling);
+        ck_assert(memcmp(a->A, b->A, sizeof(float) * (size_t)a->rank * (size_t)IN[l]) == 0);
+        ck_assert(memcmp(a->B, b->B, sizeof(float) * (size_t)a->rank * (size_t)OUT[l]) == 0);
+    }
+}
+
+/* Stages `name` and `plain` and checks both give the same values. */
+static void expect_same_as(const char *name, const char *plain)
+{
+    struct snapshot *s = expect_ok(name, NULL, NULL, NULL);
+    struct snapshot *ref = expect_ok(plain, NULL, NULL, NULL);
+
+    ck_assert_str_eq(s->name, name);
+    assert_same_snapshot(s, ref);
+    snapshot_free(&s);
+    snapshot_free(&ref);
+}
+
+/* Writes the config and weights of `a` as dir/cfg and dir/st (dir relative
+ * to adapter_dir, existing). */
+static void write_files_as(const struct ad *a, const char *dir, const char *cfg, const char *st)
+{
+    char *d = tu_path(F.adir, dir), *p;
+
+    p = tu_path(d, cfg);
+    tu_write_text(p, "%s", a->cfg);
+    free(p);
+    p = tu_path(d, st);
+    tu_write_safetensors(p, a->t, a->n);
+    free(p);
+    free(d);
+}
+
+START_TEST(test_symlinks_inside)
+{
+    static const char *const dirs[] = {"hf", "models--org--x", "models--org--x/blobs",
+                                       "models--org--x/snapshots", "models--org--x/snapshots/rev1"};
+    struct ad a;
+
+    /* the audit's case: an adapter whose weights are a sibling's file */
+    simple("ok", NULL, 2, 4, 5);
+    simple("sib", NULL, 2, 4, 5);
+    relink("sib/adapter_model.safetensors", "../ok/adapter_model.safetensors");
+    expect_same_as("sib", "ok");
+
+    /* Hugging Face cache layouts: the files are links into a blobs
+     * directory, NAME itself a link to a snapshot directory */
+    ad_init(&a, "hfplain", NULL, 2, 4);
+    ad_ab(&a, 0, 2, "F32", NULL, NULL);
+    ad_ab(&a, 2, 2, "F32", NULL, NULL);
+    free(ad_write(&a));
+    ck_assert_int_eq(mkdirat(F.adirfd, "blobs", 0755), 0);
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        ck_assert_int_eq(mkdirat(F.adirfd, dirs[i], 0755), 0);
+    write_files_as(&a, "blobs", "cfg", "st");
+    write_files_as(&a, "models--org--x/blobs", "0a1b", "2c3d");
+    ad_free(&a);
+    relink("hf/adapter_config.json", "../blobs/cfg");
+    relink("hf/adapter_model.safetensors", "../blobs/st");
+    expect_same_as("hf", "hfplain");
+    relink("models--org--x/snapshots/rev1/adapter_config.json", "../../blobs/0a1b");
+    relink("models--org--x/snapshots/rev1/adapter_model.safetensors", "../../blobs/2c3d");
+    relink("hfsnap", "models--org--x/snapshots/rev1");
+    expect_same_as("hfsnap", "hfplain");
+    /* a pickle-only adapter is recognised through a link too */
+    ck_assert_int_eq(mkdirat(F.adirfd, "pkl", 0755), 0);
+    relink("pkl/adapter_config.json", "../blobs/cfg");
+    relink("pkl/adapter_model.bin", "../blobs/st");
+    expect_err("pkl", NULL, NULL, LORAD_E_INVALID_ADAPTER, "adapter_model.bin", "pickle", NULL);
+}
+END_TEST
+
+/* Makes openat2 fail with ENOSYS in this process, as on a kernel before 5.6
+ * or under a seccomp policy that does not know it. */
+static bool deny_openat2(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof(f) / sizeof(f[0])), f};
+
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return false;
+    return syscall(SYS_openat2, AT_FDCWD, ".", NULL, 0) < 0 && errno == ENOSYS;
+}
+
+/* The child of test_no_openat2: 0, or the number of the failed check. */
+static int no_openat2_checks(void)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } want[] = {{"plain", 0},
+                {"alias", LORAD_E_FORBIDDEN_NAME},
+                {"fsib", LORAD_E_FORBIDDEN_NAME},
+                {"nocfg", LORAD_E_INVALID_ADAPTER},
+                {"nope", LORAD_E_ADAPTER_NOT_FOUND}};
+    struct snapshot *snap = NULL;
+    struct adapter_profile *pout = NULL;
+    struct lorad_error err;
+
+    if (!deny_openat2())
+        return 1;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        int rc = stage(want[i].name, NULL, NULL, &snap, &pout, &err);
+        snapshot_free(&snap);
+        adapter_profile_free(&pout);
+        if (rc != want[i].code) {
+            fprintf(stderr, "without openat2: %s: got %s (%s)\n", want[i].name, lorad_err_name(rc),
+                    err.msg);
+            return (int)i + 2;
+        }
+    }
+    return 0;
+}
+
+START_TEST(test_no_openat2)
+{
+    struct ad a;
+    pid_t pid;
+    int status;
+
+    simple("plain", NULL, 2, 4, 5);
+    relink("alias", "plain");
+    simple("fsib", NULL, 2, 4, 5);
+    relink("fsib/adapter_model.safetensors", "../plain/adapter_model.safetensors");
+    ad_init(&a, "nocfg", NULL, 2, 4);
+    a.no_cfg = true;
+    ad_ab(&a, 0, 2, "F32", NULL, NULL);
+    free(ad_write(&a));
+    ad_free(&a);
+    fflush(NULL);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(no_openat2_checks());
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "without openat2: check %d failed (1: seccomp unavailable; status %#x)",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1, status);
+}
+END_TEST
+
+struct flipper {
+    atomic_bool stop;
+    atomic_ulong flips;
+    atomic_int failed_errno;
+};
+
+/* Swaps the symlink "cur" between v1 and v2 as fast as it can (the
+ * atomic ln -sfn way: a new link renamed over the old one). */
+static void *flip_main(void *arg)
+{
+    struct flipper *f = arg;
+
+    for (unsigned long i = 0; !atomic_load(&f->stop); i++) {
+        if (symlinkat(i % 2 ? "v1" : "v2", F.adirfd, "cur.tmp") != 0 ||
+            renameat(F.adirfd, "cur.tmp", F.adirfd, "cur") != 0) {
+            atomic_store(&f->failed_errno, errno);
+            break;
+        }
+        atomic_fetch_add(&f->flips, 1);
+    }
+    return NULL;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* An adapter NAME that is a symlink swapped between versions while it is
+ * staged: every snapshot has one version's config and the same version's
+ * weights (or, rarely, staging says the adapter kept being replaced). */
+START_TEST(test_symlink_swap_consistent)
+{
+    struct flipper f = {false, 0, 0};
+    struct snapshot *s;
+    char sha1[65], sha2[65];
+    int consistent = 0;
+    struct timespec t0;
+    pthread_t th;
+
+    /* two versions whose config (lora_alpha) and weights both differ */
+    simple("v1", NULL, 2, 4, 5);
+    simple("v2", NULL, 2, 8, 5);
+    s = expect_ok("v1", NULL, NULL, NULL);
+    memcpy(sha1, s->sha256, sizeof(sha1));
+    snapshot_free(&s);
+    s = expect_ok("v2", NULL, NULL, NULL);
+    memcpy(sha2, s->sha256, sizeof(sha2));
+    snapshot_free(&s);
+    ck_assert_str_ne(sha1, sha2);
+    relink("cur", "v1");
+    ck_assert_int_eq(pthread_create(&th, NULL, flip_main, &f), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* stage while the link flips, at least 400 times and through 1000
+     * flips (at most 2 s: a loaded machine may starve the flipper); without
+     * the check that NAME did not change, a torn pair shows up within a few
+     * hundred flips */
+    for (int i = 0; (i < 400 || atomic_load(&f.flips) < 1000) && seconds_since(&t0) < 2; i++) {
+        struct adapter_profile *pout = NULL;
+        struct lorad_error err;
+        int rc = stage("cur", NULL, NULL, &s, &pout, &err);
+
+        adapter_profile_free(&pout);
+        if (rc == 0) {
+            ck_assert_msg((strcmp(s->sha256, sha1) == 0 && s->lora_alpha == 4) ||
+                              (strcmp(s->sha256, sha2) == 0 && s->lora_alpha == 8),
+                          "torn stage: weights %s with lora_alpha %g", s->sha256, s->lora_alpha);
+            consistent++;
+            snapshot_free(&s);
+        } else {
+            ck_assert_msg(rc == LORAD_E_INVALID_ADAPTER && strstr(err.msg, "replaced"),
+                          "stage during swaps: %s: %s", lorad_err_name(rc), err.msg);
+        }
+    }
+    atomic_store(&f.stop, true);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(atomic_load(&f.failed_errno), 0);
+    ck_assert_uint_gt(atomic_load(&f.flips), 0);
+    ck_assert_int_gt(consistent, 0);
 }
 END_TEST
 
@@ -1579,6 +1855,9 @@ static Suite *adapter_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_name_rule);
     tcase_add_test(tc, test_forbidden_names);
+    tcase_add_test(tc, test_symlinks_inside);
+    tcase_add_test(tc, test_no_openat2);
+    tcase_add_test(tc, test_symlink_swap_consistent);
     tcase_add_test(tc, test_not_found);
     tcase_add_test(tc, test_checksum);
     tcase_add_test(tc, test_checksum_memo);
