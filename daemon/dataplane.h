@@ -13,6 +13,11 @@
  * Ownership: the job owns every pointer in it; infer_job_free frees them.
  * job->r belongs to http.c and stays valid until the job is answered (the
  * connection is suspended meanwhile).
+ *
+ * The drain (main.c) also uses this header: past drain_timeout_ms it calls
+ * workers_refuse_queued(), which answers every job still queued with
+ * infer_refuse_draining(), waits without blocking for workers_exited(), and
+ * reads http_get_drain_tally() for its log line.
  */
 #ifndef LORAD_DATAPLANE_H
 #define LORAD_DATAPLANE_H
@@ -72,6 +77,9 @@ void infer_format_error(struct infer_job *j, int code, const char *msg);
 /* Loop thread: answers the finished job (metrics + http_respond) and frees
  * it. */
 void infer_complete(struct lorad_server *srv, struct infer_job *j);
+/* Loop thread: answers a job that no worker took 503 draining (the drain
+ * deadline passed while it was queued) and frees it. */
+void infer_refuse_draining(struct lorad_server *srv, struct infer_job *j);
 
 /* ---- workers.c ---- */
 
@@ -83,6 +91,14 @@ int workers_submit_job(struct lorad_server *srv, struct infer_job *j);
 size_t workers_queue_depth(const struct lorad_server *srv);
 /* Number of worker threads. */
 int workers_count(const struct lorad_server *srv);
+/* The drain deadline passed (loop thread): no batch starts any more and
+ * new jobs are refused (LORAD_E_DRAINING); every queued job is answered 503
+ * draining now. Returns how many; *running gets the jobs in batches being
+ * computed, which finish and are answered normally. Never waits. */
+size_t workers_refuse_queued(struct lorad_server *srv, size_t *running);
+/* True when no worker thread runs any more (after workers_refuse_queued,
+ * once the running batches ended), or there is no pool. Any thread. */
+bool workers_exited(const struct lorad_server *srv);
 
 /* ---- http.c ---- */
 
@@ -91,6 +107,15 @@ int workers_count(const struct lorad_server *srv);
 char *http_error_body(int code, const char *msg, size_t *len);
 /* True once http_stop_accepting() ran. */
 bool http_draining(const struct lorad_server *srv);
+/* What became of the requests received in full whose connection ended
+ * after http_stop_accepting(): answered (any answer but a draining refusal,
+ * written in full), refused (503 draining, written in full), closed (the
+ * connection ended before its answer was written). http_close() logs the
+ * final tally (event=drain_end). */
+struct http_drain_tally {
+    size_t answered, refused, closed;
+};
+void http_get_drain_tally(const struct lorad_server *srv, struct http_drain_tally *t);
 
 /* ---- metrics.c ---- */
 

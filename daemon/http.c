@@ -16,6 +16,13 @@
  * access handler again and only there is the stored response queued
  * (responses are queued only from inside the access handler).
  *
+ * Drain: http_stop_accepting() closes the listening sockets; requests
+ * that arrive later on open connections are answered 503 draining. From
+ * then on every request received in full is tallied when its connection
+ * ends it (on_completed): answered, refused (its answer was a 503
+ * draining) or closed (no complete answer written). http_close() logs the
+ * tally, so the shutdown log says what clients actually got.
+ *
  * Threads: everything here runs on the loop thread except
  * http_error_body() and http_status_of(), which are pure.
  */
@@ -63,6 +70,7 @@ struct http {
     int nl;
     size_t inflight;
     bool draining;
+    struct http_drain_tally tally; /* since http_stop_accepting */
     int closing_handles; /* handles whose close callback is pending */
     bool close_requested;
 };
@@ -80,6 +88,7 @@ struct http_internal {
                            * answered): a client that stalls mid-body does
                            * not hold up the drain */
     bool reject_draining; /* arrived after http_stop_accepting */
+    bool refusal;         /* the answer is 503 draining */
     struct MHD_Response *resp;
     int status;
 };
@@ -236,6 +245,8 @@ static void respond_error_hdrs(struct http_request *r, int code, const char *msg
 {
     size_t len = 0;
     char *body = http_error_body(code, msg, &len);
+    if (code == LORAD_E_DRAINING && !r->in->answered)
+        r->in->refusal = true;
     if (!body) {
         static const char oom[] =
             "{\"error\": {\"code\": \"internal\", \"message\": \"out of memory\"}}";
@@ -529,18 +540,31 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return MHD_YES;
 }
 
+/* A request received in full ended while draining: what did it get? */
+static void tally_ended(struct http_drain_tally *t, const struct http_internal *in,
+                        enum MHD_RequestTerminationCode toe)
+{
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK || !in->answered)
+        t->closed++;
+    else if (in->refusal)
+        t->refused++;
+    else
+        t->answered++;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct http_listener *l = cls;
     struct http_request *r = *con_cls;
     (void)conn;
-    (void)toe;
     if (!r)
         return;
     if (r->in->counted) {
         l->h->inflight--;
         r->in->counted = false;
+        if (l->h->draining)
+            tally_ended(&l->h->tally, r->in, toe);
     }
     if (r->in->resp)
         MHD_destroy_response(r->in->resp);
@@ -839,6 +863,12 @@ bool http_draining(const struct lorad_server *srv)
     return srv->http && srv->http->draining;
 }
 
+void http_get_drain_tally(const struct lorad_server *srv, struct http_drain_tally *t)
+{
+    static const struct http_drain_tally none = {0, 0, 0};
+    *t = srv->http ? srv->http->tally : none;
+}
+
 size_t http_inflight(const struct lorad_server *srv)
 {
     return srv->http ? srv->http->inflight : 0;
@@ -884,6 +914,9 @@ void http_close(struct lorad_server *srv)
             uv_close((uv_handle_t *)&l->timer, on_handle_closed);
         }
     }
+    if (h->draining) /* the daemons are stopped: every request has ended */
+        LOG_I("event=drain_end answered=%zu refused=%zu closed=%zu", h->tally.answered,
+              h->tally.refused, h->tally.closed);
     h->close_requested = true;
     if (h->closing_handles == 0)
         free(h);

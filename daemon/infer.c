@@ -10,9 +10,9 @@
  * row counts, values outside the f32 range). The answer is written by hand
  * into one malloc'd buffer. Binary bodies are rows of little-endian f32.
  *
- * Threads: infer_handle and infer_complete run on the loop thread;
- * infer_parse and infer_format_* run in a worker, touching only the job and
- * the immutable model and config.
+ * Threads: infer_handle, infer_complete and infer_refuse_draining run on
+ * the loop thread; infer_parse and infer_format_* run in a worker, touching
+ * only the job and the immutable model and config.
  */
 #include <errno.h>
 #include <float.h>
@@ -890,6 +890,16 @@ static void respond_now(struct http_request *r, int code, const char *fmt, const
     metrics_record_infer(r->srv, METRICS_VARIANT_NONE, http_status_of(code),
                          lorad_now_ns() - r->t_start_ns, 0, 0);
     http_respond_error(r, code, fmt, arg);
+}
+
+void infer_refuse_draining(struct lorad_server *srv, struct infer_job *j)
+{
+    struct http_request *r = j->r;
+    (void)srv; /* r->srv is the same server */
+    infer_job_free(&j);
+    respond_now(r, LORAD_E_DRAINING, "%s",
+                "lorad is shutting down: drain_timeout_ms passed before a worker took this "
+                "request");
 }
 
 /* Rows in the body, estimated cheaply for batching (exact for binary). */

@@ -9,10 +9,18 @@
  * failure is one clear log line and exit status 1.
  *
  * Shutdown: SIGTERM/SIGINT marks the daemon draining at once (readyz 503,
- * STOPPING=1), keeps serving for shutdown_delay_ms, stops accepting, waits
- * (a 10 ms poll timer) until every received request is answered and no
- * control work is in flight, or drain_timeout_ms passed, then stops the
- * workers, writes the state file, closes everything and exits 0.
+ * STOPPING=1), keeps serving for shutdown_delay_ms, stops accepting, and
+ * polls (a 10 ms timer; the loop thread never waits on a worker) until
+ * every received request is answered and no control work is in flight.
+ * If drain_timeout_ms passes first: no batch starts any more, every
+ * request still queued is answered 503 draining at once
+ * (workers_refuse_queued), and the batches already running finish and are
+ * answered (so the overrun is at most one batch per worker); once every
+ * worker has exited, those answers get up to DRAIN_FLUSH_MS to be written.
+ * Then the workers are joined (they have exited), the state file is
+ * written, every connection still open is closed, event=drain_end logs
+ * what clients got, and lorad exits 0. Only a control operation still in
+ * flight (a staging thread) makes it exit without closing anything.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,10 +36,15 @@
 
 #include "../lib/statefile.h"
 #include "control.h"
+#include "dataplane.h"
 #include "lorad.h"
 #include "startup.h"
 
 #define DRAIN_POLL_MS 10
+/* Past the drain deadline, once no batch runs: how long the answers
+ * already given (200s of the last batches, 503 refusals) get to be
+ * written before their connections are closed. */
+#define DRAIN_FLUSH_MS 1000
 
 /* Signals, timers and reload bookkeeping of the loop (loop thread). */
 struct lifecycle {
@@ -42,10 +55,12 @@ struct lifecycle {
     uv_timer_t drain_timer;        /* 10 ms drain poll */
     uv_timer_t watchdog;           /* systemd WATCHDOG=1 */
     uint64_t drain_deadline_ns;
+    uint64_t flush_deadline_ns;    /* 0 until the workers exited past the deadline */
     bool draining;
+    bool expired;                  /* drain_timeout_ms passed: queued requests refused */
     bool reloading;                /* a SIGHUP reload runs in the threadpool */
     bool reload_again;             /* another SIGHUP came meanwhile */
-    bool abandoned;                /* drain timed out with requests open */
+    bool abandoned;                /* control work in flight at the end: exit, close nothing */
 };
 
 /* A SIGHUP reload: files read in the threadpool, applied on the loop. */
@@ -276,11 +291,23 @@ static void on_close_free_nothing(uv_handle_t *h)
     (void)h;
 }
 
+static void close_loop_handles(struct lifecycle *lc)
+{
+    uv_close((uv_handle_t *)&lc->sig_term, on_close_free_nothing);
+    uv_close((uv_handle_t *)&lc->sig_int, on_close_free_nothing);
+    uv_close((uv_handle_t *)&lc->sig_hup, on_close_free_nothing);
+    uv_close((uv_handle_t *)&lc->delay_timer, on_close_free_nothing);
+    uv_close((uv_handle_t *)&lc->drain_timer, on_close_free_nothing);
+    uv_close((uv_handle_t *)&lc->watchdog, on_close_free_nothing);
+}
+
+/* Called when nothing is queued and no batch runs (the drain settled, or
+ * every worker exited past the deadline), so workers_stop() joins threads
+ * that have ended and the loop thread does not wait. */
 static void shutdown_finish(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
     uv_timer_stop(&lc->drain_timer);
-    size_t left = http_inflight(srv);
     workers_stop(srv);
     if (control_idle(srv)) {
         struct lorad_error err = {0};
@@ -290,29 +317,58 @@ static void shutdown_finish(struct lifecycle *lc)
         LOG_W("event=state_write_skipped reason=\"a control operation is still in flight; the "
               "state file keeps its last committed state\"");
     }
-    if (left || !control_idle(srv)) {
-        /* Requests still open: their connections are suspended and a
-         * staging thread may still run. Exit without closing them. */
-        LOG_W("event=drain_timeout unanswered=%zu action=\"exit without answering them\"", left);
+    if (!control_idle(srv)) {
+        /* A staging thread may still run and its request is suspended
+         * (MHD cannot close it): exit without closing anything. */
+        struct http_drain_tally t;
+        http_get_drain_tally(srv, &t);
+        LOG_W("event=drain_end answered=%zu refused=%zu open=%zu action=\"exit without closing "
+              "the open connections: a control operation is still in flight\"",
+              t.answered, t.refused, http_inflight(srv));
         lc->abandoned = true;
     } else {
-        http_close(srv);
-        uv_close((uv_handle_t *)&lc->sig_term, on_close_free_nothing);
-        uv_close((uv_handle_t *)&lc->sig_int, on_close_free_nothing);
-        uv_close((uv_handle_t *)&lc->sig_hup, on_close_free_nothing);
-        uv_close((uv_handle_t *)&lc->delay_timer, on_close_free_nothing);
-        uv_close((uv_handle_t *)&lc->drain_timer, on_close_free_nothing);
-        uv_close((uv_handle_t *)&lc->watchdog, on_close_free_nothing);
+        http_close(srv); /* closes what is still open; logs event=drain_end */
+        close_loop_handles(lc);
     }
     LOG_I("event=shutdown_done");
     uv_stop(srv->loop);
 }
 
+static bool drain_settled(struct lorad_server *srv)
+{
+    return http_inflight(srv) == 0 && control_idle(srv);
+}
+
+/* drain_timeout_ms passed: refuse what is queued, let running batches end. */
+static void drain_expire(struct lifecycle *lc)
+{
+    struct lorad_server *srv = lc->srv;
+    size_t running = 0, refused = workers_refuse_queued(srv, &running);
+    lc->expired = true;
+    LOG_W("event=drain_timeout timeout_ms=%d refused_queued=%zu running=%zu "
+          "action=\"queued requests answered 503 draining; running batches finish and are "
+          "answered\"", srv->cfg.drain_timeout_ms, refused, running);
+}
+
 static void drain_tick(uv_timer_t *t)
 {
     struct lifecycle *lc = t->data;
-    bool done = http_inflight(lc->srv) == 0 && control_idle(lc->srv);
-    if (done || lorad_now_ns() >= lc->drain_deadline_ns)
+    struct lorad_server *srv = lc->srv;
+    uint64_t now = lorad_now_ns();
+    if (!lc->expired) {
+        if (drain_settled(srv)) {
+            shutdown_finish(lc);
+            return;
+        }
+        if (now < lc->drain_deadline_ns)
+            return;
+        drain_expire(lc);
+    }
+    if (!workers_exited(srv))
+        return; /* a batch still runs: it ends on its own, we do not wait */
+    if (!lc->flush_deadline_ns)
+        lc->flush_deadline_ns = now + (uint64_t)DRAIN_FLUSH_MS * 1000000ull;
+    if (drain_settled(srv) || now >= lc->flush_deadline_ns)
         shutdown_finish(lc);
 }
 

@@ -11,8 +11,20 @@
  * uv_async_send; the async callback drains the whole list (sends coalesce).
  * Idle workers are RCU-offline while they wait.
  *
- * Threads: workers_start / workers_submit* / workers_stop on the loop
- * thread; the progress and health probes on any thread.
+ * Drain: until the drain deadline the pool runs as usual, so every queued
+ * job is answered. At the deadline the loop thread calls
+ * workers_refuse_queued(): it marks the pool stopping (no batch starts any
+ * more, new jobs are refused), takes every queued job out of the queue and
+ * answers it 503 draining at once. A batch already running finishes and is
+ * answered normally; its worker then exits. The loop thread never waits
+ * for that: it polls workers_exited() and calls workers_stop() (whose
+ * pthread_join then returns at once) only when no batch can be running.
+ * ws->mu is held only to queue or take jobs, never during a batch, so the
+ * loop thread never waits on a batch either.
+ *
+ * Threads: workers_start / workers_submit* / workers_refuse_queued /
+ * workers_stop on the loop thread; the progress, health and exit probes on
+ * any thread.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +51,7 @@ struct worker {
     _Atomic bool alive;
     _Atomic bool busy;
     _Atomic uint64_t batch_start_ns;
+    size_t batch_jobs; /* jobs of the batch being computed (under ws->mu) */
     struct forward_scratch *scratch;
     float *x, *y; /* group buffers [cap_rows][width] */
     size_t cap_rows;
@@ -265,12 +278,14 @@ static void *worker_main(void *arg)
     for (;;) {
         size_t n, i;
         pthread_mutex_lock(&ws->mu);
+        w->batch_jobs = 0; /* the last batch is answered (push_done) */
         while (!ws->head && !ws->stopping) {
             serving_reader_offline();
             pthread_cond_wait(&ws->cv, &ws->mu);
             serving_reader_online();
         }
         n = take_jobs(ws, jobs, max);
+        w->batch_jobs = n;
         pthread_mutex_unlock(&ws->mu);
         if (n == 0)
             break; /* stopping and the queue is empty */
@@ -429,6 +444,54 @@ bool workers_healthy(const struct lorad_server *srv, int stuck_ms)
     return true;
 }
 
+bool workers_exited(const struct lorad_server *srv)
+{
+    const struct workers *ws = srv->workers;
+    int i;
+    if (!ws)
+        return true;
+    for (i = 0; i < ws->n; i++)
+        if (atomic_load(&ws->w[i].alive))
+            return false;
+    return true;
+}
+
+/* Detaches the whole queue and marks the pool stopping; *running gets the
+ * jobs in batches being computed at that instant. */
+static struct infer_job *detach_queue(struct workers *ws, size_t *running)
+{
+    struct infer_job *q;
+    int i;
+    pthread_mutex_lock(&ws->mu);
+    ws->stopping = true;
+    q = ws->head;
+    ws->head = ws->tail = NULL;
+    atomic_store(&ws->qlen, 0);
+    *running = 0;
+    for (i = 0; i < ws->n; i++)
+        *running += ws->w[i].batch_jobs;
+    pthread_cond_broadcast(&ws->cv);
+    pthread_mutex_unlock(&ws->mu);
+    return q;
+}
+
+size_t workers_refuse_queued(struct lorad_server *srv, size_t *running)
+{
+    struct workers *ws = srv->workers;
+    struct infer_job *j, *next;
+    size_t n = 0;
+    *running = 0;
+    if (!ws)
+        return 0;
+    for (j = detach_queue(ws, running); j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        infer_refuse_draining(srv, j);
+        n++;
+    }
+    return n;
+}
+
 static void on_async_closed(uv_handle_t *h)
 {
     struct workers *ws = h->data;
@@ -449,6 +512,8 @@ void workers_stop(struct lorad_server *srv)
     ws->stopping = true;
     pthread_cond_broadcast(&ws->cv);
     pthread_mutex_unlock(&ws->mu);
+    /* Returns at once when called as the drain does (queue empty, or
+     * workers_exited()); only a start-up failure may wait for a batch. */
     for (i = 0; i < ws->n; i++)
         if (ws->w[i].started)
             pthread_join(ws->w[i].tid, NULL);

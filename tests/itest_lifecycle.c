@@ -1,17 +1,23 @@
 /* lorad — tests/itest_lifecycle.c: the daemon's life cycle (SPEC.md 5, 8):
- * SIGTERM drains the requests in flight and exits 0; a restart restores
+ * SIGTERM drains the requests in flight and exits 0; drain_timeout_ms
+ * bounds that drain (what is still queued then gets 503 draining, the log
+ * says what clients got); a restart restores
  * stable, canary, history and versions from the state file ("restored":
  * true), also after SIGKILL; a tampered adapter file makes the restore fail
  * loudly and the daemon serve initial_adapter ("restored": false);
  * `--check-config` accepts a good config and names the key of a bad one. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "itestutil.h"
 
@@ -152,6 +158,34 @@ static double metric_value(struct itu_daemon *d, const char *name)
     return v;
 }
 
+/* Returns once the daemon has received all `clients` requests: answered
+ * + its in-flight gauge (minus `self_count`, the /metrics request reading
+ * it); without that gauge, or after 10 s, after one more second. */
+static void wait_all_received(struct itu_daemon *d, atomic_int *answered, int clients,
+                              double self_count)
+{
+    bool seen_all = false;
+    int done = 0;
+    double n = -1;
+    for (int i = 0; i < 1000 && !seen_all; i++) { /* up to 10 s */
+        done = atomic_load(answered);             /* before the gauge: never over-counts */
+        n = metric_value(d, "lorad_inflight_requests");
+        if (n < 0)
+            break;
+        seen_all = done + n - self_count >= clients;
+        struct timespec ts = {0, 10 * 1000000L};
+        if (!seen_all)
+            nanosleep(&ts, NULL);
+    }
+    if (!seen_all) {
+        printf("itest_lifecycle: answered (%d) + lorad_inflight_requests (%g, self %g) never "
+               "reached %d; SIGTERM after 1 s\n",
+               done, n, self_count, clients);
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* One try: 20 requests of `rows` rows each, SIGTERM once all are received;
  * asserts every one is answered 200 with the reference outputs and exit 0.
  * Returns how many were answered after the signal. */
@@ -188,28 +222,7 @@ static int drain_attempt(int rows)
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
-    /* SIGTERM once the daemon has received all 20: answered + its
-     * in-flight gauge (without that gauge, after a fixed second) */
-    bool seen_all = false;
-    int done = 0;
-    double n = -1;
-    for (int i = 0; i < 1000 && !seen_all; i++) { /* up to 10 s */
-        done = atomic_load(&answered);            /* before the gauge: never over-counts */
-        n = metric_value(d, "lorad_inflight_requests");
-        if (n < 0)
-            break;
-        seen_all = done + n - self_count >= DRAIN_CLIENTS;
-        struct timespec ts = {0, 10 * 1000000L};
-        if (!seen_all)
-            nanosleep(&ts, NULL);
-    }
-    if (!seen_all) {
-        printf("itest_lifecycle: answered (%d) + lorad_inflight_requests (%g, self %g) never "
-               "reached %d; SIGTERM after 1 s\n",
-               done, n, self_count, DRAIN_CLIENTS);
-        struct timespec ts = {1, 0};
-        nanosleep(&ts, NULL);
-    }
+    wait_all_received(d, &answered, DRAIN_CLIENTS, self_count);
     atomic_store(&term_sent, 1);
     itu_daemon_signal(d, SIGTERM);
     int ok = 0, late = 0;
@@ -247,6 +260,283 @@ START_TEST(test_sigterm_drains)
         late = drain_attempt(rows);
     ck_assert_msg(late > 0, "test setup: in three tries every request was answered before "
                             "SIGTERM, so the drain was not exercised");
+}
+END_TEST
+
+/* ---- drain_timeout_ms bounds the drain ---- */
+
+/* The audit scenario: one worker, a 1024-wide 4-layer model computed one
+ * row per GEMM, a queue that takes many seconds, drain_timeout_ms 200. */
+#define BOUND_ROWS 64     /* rows per request */
+#define BOUND_DISTINCT 8  /* distinct rows in the body, repeated */
+#define BOUND_QUEUE_MS 8000
+#define BOUND_DRAIN_MS 200
+
+struct bound_client {
+    pthread_t th;
+    int port;
+    atomic_int *started, *answered;
+    const float *body; /* BOUND_ROWS x in, little-endian f32 (shared) */
+    size_t body_len;
+    int out;            /* output width */
+    const double *want; /* [BOUND_DISTINCT][out] */
+    long status;        /* 200, 503, 0: closed; -1: anything else */
+    char why[900];
+};
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Checks a 200 answer: binary rows matching the reference. */
+static bool bound_ok_answer(struct bound_client *c, const struct itu_resp *r)
+{
+    char ct[128], ver[32];
+    size_t want_len = (size_t)BOUND_ROWS * (size_t)c->out * sizeof(float);
+    if (!itu_header(r, "Content-Type", ct, sizeof(ct)) ||
+        strcmp(ct, "application/octet-stream") != 0 || r->len != want_len ||
+        !itu_header(r, "X-Lorad-Version", ver, sizeof(ver))) {
+        snprintf(c->why, sizeof(c->why), "malformed 200: %zu bytes (want %zu), type %s",
+                 r->len, want_len, itu_header(r, "Content-Type", ct, sizeof(ct)) ? ct : "none");
+        return false;
+    }
+    for (int k = 0; k < BOUND_ROWS; k++) {
+        float row[4096];
+        size_t n = (size_t)c->out;
+        memcpy(row, r->body + (size_t)k * n * sizeof(float), n * sizeof(float));
+        double w = itu_match(row, c->want + (size_t)(k % BOUND_DISTINCT) * n, n);
+        if (w > 1.0) {
+            snprintf(c->why, sizeof(c->why), "200 row %d differs from the reference (ratio %g)",
+                     k, w);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *bound_main(void *arg)
+{
+    struct bound_client *c = arg;
+    struct itu_client *hc = itu_client_new(c->port);
+    struct itu_resp r;
+    atomic_fetch_add(c->started, 1);
+    itu_client_do(hc, "POST", "/infer", c->body, c->body_len, "application/octet-stream", NULL,
+                  120000, &r);
+    atomic_fetch_add(c->answered, 1);
+    const char *why = NULL;
+    if (r.status == 200) {
+        c->status = bound_ok_answer(c, &r) ? 200 : -1;
+    } else if (r.status == 503 && itu_error_shape_ok(&r, &why) &&
+               strcmp(itu_error_code(&r), "draining") == 0) {
+        c->status = 503;
+    } else if (r.status == 0 && !strstr(r.err, "timed out") && !strstr(r.err, "Timeout")) {
+        c->status = 0; /* refused or closed: allowed */
+    } else {
+        c->status = -1;
+        snprintf(c->why, sizeof(c->why), "%s%s%s", itu_describe(&r), why ? ": " : "",
+                 why ? why : "");
+    }
+    itu_resp_free(&r);
+    itu_client_free(&hc);
+    return NULL;
+}
+
+/* A 1024-wide demo (lorad-mkdemo --width 1024 --layers 4) under dir. */
+static void write_wide_demo(const char *dir)
+{
+    const char *env = getenv("MKDEMO_BIN");
+    char *out = NULL;
+    char *argv[] = {(char *)(env && *env ? env : "build/lorad-mkdemo"), "--width", "1024",
+                    "--layers", "4", (char *)dir, NULL};
+    int rc = itu_run(argv, &out);
+    ck_assert_msg(rc == 0, "lorad-mkdemo --width 1024 exited %d:\n%s", rc, out ? out : "");
+    free(out);
+}
+
+/* Milliseconds of the fastest of three single requests (nothing queued). */
+static double bound_one_request_ms(struct itu_daemon *d, const float *body, size_t len)
+{
+    double best = 1e30;
+    for (int i = 0; i < 3; i++) {
+        struct itu_resp r;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        itu_req(d, "POST", "/infer", body, len, "application/octet-stream", NULL, &r);
+        double ms = ms_since(&t0);
+        ck_assert_msg(r.status == 200, "a lone request before the drain: %s", itu_describe(&r));
+        itu_resp_free(&r);
+        best = ms < best ? ms : best;
+    }
+    return best;
+}
+
+START_TEST(test_drain_timeout_bounds)
+{
+    char *dir = itu_tmpdir(), *demo = tu_path(dir, "wide");
+    write_wide_demo(demo);
+    char *mdir = tu_path(demo, "model"), *adir = tu_path(demo, "adapters");
+    char *adem = tu_path(adir, "demo-a");
+    struct itu_model *wm = itu_model_load(mdir);
+    struct itu_adapter *wa = itu_adapter_load(wm, adem);
+    double *x = itu_rows(303, BOUND_DISTINCT, wm->in);
+    double *want = malloc(sizeof(double) * BOUND_DISTINCT * wm->out);
+    itu_forward(wm, wa, x, BOUND_DISTINCT, want);
+    double *xr = malloc(sizeof(double) * BOUND_ROWS * wm->in);
+    for (int k = 0; k < BOUND_ROWS; k++)
+        memcpy(xr + (size_t)k * wm->in, x + (size_t)(k % BOUND_DISTINCT) * wm->in,
+               sizeof(double) * wm->in);
+    float *body = itu_f32_rows(xr, BOUND_ROWS, wm->in);
+    size_t body_len = (size_t)BOUND_ROWS * wm->in * sizeof(float);
+    ck_assert(wm->out <= 4096);
+
+    char ovr[2048];
+    snprintf(ovr, sizeof(ovr),
+             "{\"model_dir\": \"%s\", \"adapter_dir\": \"%s\", \"workers\": 1, "
+             "\"max_batch_rows\": 1, \"drain_timeout_ms\": %d}",
+             mdir, adir, BOUND_DRAIN_MS);
+    struct itu_daemon *d = itu_daemon_start(NULL, ovr);
+    /* enough requests that the whole queue takes BOUND_QUEUE_MS or more */
+    double one_ms = bound_one_request_ms(d, body, body_len);
+    int n = (int)(BOUND_QUEUE_MS / (one_ms > 1 ? one_ms : 1)) + 1;
+    n = n < 24 ? 24 : n > 240 ? 240 : n;
+    double queue_ms = n * one_ms, bound_ms = queue_ms / 2;
+    double self_count = metric_value(d, "lorad_inflight_requests");
+    self_count = self_count > 0 ? self_count : 0;
+
+    struct bound_client *c = calloc((size_t)n, sizeof(*c));
+    atomic_int started = 0, answered = 0;
+    for (int i = 0; i < n; i++) {
+        c[i] = (struct bound_client){.port = d->port, .started = &started,
+                                     .answered = &answered, .body = body,
+                                     .body_len = body_len, .out = wm->out, .want = want};
+        ck_assert(pthread_create(&c[i].th, NULL, bound_main, &c[i]) == 0);
+    }
+    while (atomic_load(&started) < n) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    wait_all_received(d, &answered, n, self_count);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    itu_daemon_signal(d, SIGTERM);
+    int rc = itu_daemon_wait(d, (int)queue_ms + 60000);
+    double exit_ms = ms_since(&t0);
+    int ok = 0, refused = 0, closed = 0, bad = -1;
+    for (int i = 0; i < n; i++) {
+        pthread_join(c[i].th, NULL);
+        ok += c[i].status == 200;
+        refused += c[i].status == 503;
+        closed += c[i].status == 0;
+        if (c[i].status == -1 && bad < 0)
+            bad = i;
+    }
+    char tail[4096];
+    snprintf(tail, sizeof(tail), "%s", itu_log_tail(d, 3000));
+    printf("itest_lifecycle: %d queued requests (%.0f ms each, %.0f ms in all), "
+           "drain_timeout_ms %d: exit %d after %.0f ms (bound %.0f); %d answered 200, "
+           "%d 503 draining, %d closed\n",
+           n, one_ms, queue_ms, BOUND_DRAIN_MS, rc, exit_ms, bound_ms, ok, refused, closed);
+    fflush(stdout);
+    ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM; log:\n%s", rc, tail);
+    ck_assert_msg(bad < 0, "request %d got neither a correct 200, nor 503 draining, nor a "
+                  "closed connection: %s", bad, bad >= 0 ? c[bad].why : "");
+    ck_assert_msg(exit_ms <= bound_ms,
+                  "lorad took %.0f ms to exit after SIGTERM with drain_timeout_ms %d: not "
+                  "bounded (the whole queue takes about %.0f ms); log:\n%s",
+                  exit_ms, BOUND_DRAIN_MS, queue_ms, tail);
+    ck_assert_msg(refused + closed >= 1, "all %d requests were answered 200: the test did not "
+                  "queue enough work behind the drain deadline", n);
+    /* the log tells what clients got */
+    const char *line = strstr(tail, "event=drain_end ");
+    size_t la = 0, lr = 0, lc = 0;
+    ck_assert_msg(line && sscanf(line, "event=drain_end answered=%zu refused=%zu closed=%zu",
+                                 &la, &lr, &lc) == 3,
+                  "no event=drain_end answered=N refused=N closed=N line; log:\n%s", tail);
+    ck_assert_msg(lr == (size_t)refused && lc == (size_t)closed && la <= (size_t)ok,
+                  "the log says answered=%zu refused=%zu closed=%zu; clients got %d answers "
+                  "(some before the drain), %d refusals, %d closed connections",
+                  la, lr, lc, ok, refused, closed);
+    itu_daemon_free(&d);
+    free(c);
+    free(body);
+    free(xr);
+    free(want);
+    free(x);
+    itu_adapter_free(&wa);
+    itu_model_free(&wm);
+    free(adem);
+    free(adir);
+    free(mdir);
+    free(demo);
+    free(dir);
+}
+END_TEST
+
+/* A client that sends a request and never reads: a raw socket with a tiny
+ * receive buffer, the whole request written. Returns the fd. */
+static int send_and_stall(int port, const char *body, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    char head[256];
+    ck_assert(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect to lorad");
+    int hl = snprintf(head, sizeof(head),
+                      "POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                      "application/json\r\nContent-Length: %zu\r\n\r\n", len);
+    ck_assert(hl > 0 && (size_t)hl < sizeof(head));
+    ck_assert(write(fd, head, (size_t)hl) == hl);
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, body + off, len - off);
+        ck_assert_msg(w > 0, "writing the request body");
+        off += (size_t)w;
+    }
+    return fd;
+}
+
+/* An answer that its client does not read cannot hold the shutdown past
+ * the drain deadline and the flush grace: its connection is closed, and
+ * the log counts it as closed. */
+START_TEST(test_drain_closes_stalled_reader)
+{
+    enum { ROWS = 4096 }; /* a JSON answer of ~12 MB: more than socket buffers hold */
+    struct itu_daemon *d = itu_daemon_start(
+        NULL, "{\"workers\": 1, \"drain_timeout_ms\": 200, \"max_rows_per_request\": 4096}");
+    double *x = malloc(sizeof(double) * ROWS * M->in);
+    for (int r = 0; r < ROWS; r++)
+        memcpy(x + (size_t)r * M->in, X + (size_t)(r % KNOWN_ROWS) * M->in, sizeof(double) * M->in);
+    char *body = itu_json_rows(x, ROWS, M->in, true, NULL);
+    free(x);
+    double self_count = metric_value(d, "lorad_inflight_requests");
+    self_count = self_count > 0 ? self_count : 0;
+    int fd = send_and_stall(d->port, body, strlen(body));
+    atomic_int none = 0;
+    wait_all_received(d, &none, 1, self_count);
+    struct timespec ts = {0, 300 * 1000000L}, t0;
+    nanosleep(&ts, NULL); /* computed; its answer waits for the client */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    itu_daemon_signal(d, SIGTERM);
+    int rc = itu_daemon_wait(d, 60000);
+    double exit_ms = ms_since(&t0);
+    close(fd);
+    free(body);
+    char tail[4096];
+    snprintf(tail, sizeof(tail), "%s", itu_log_tail(d, 3000));
+    printf("itest_lifecycle: a client that does not read its answer: exit %d after %.0f ms\n", rc,
+           exit_ms);
+    fflush(stdout);
+    ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM; log:\n%s", rc, tail);
+    /* 200 ms deadline + 1 s flush grace; the connection timeout is 30 s */
+    ck_assert_msg(exit_ms < 10000, "a client that does not read held the shutdown %.0f ms; "
+                  "log:\n%s", exit_ms, tail);
+    ck_assert_msg(strstr(tail, "event=drain_end answered=0 refused=0 closed=1"),
+                  "the log does not count the unread answer as closed; log:\n%s", tail);
+    itu_daemon_free(&d);
 }
 END_TEST
 
@@ -538,6 +828,8 @@ int main(void)
     TCase *tc = tcase_create("lifecycle");
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_sigterm_drains);
+    tcase_add_test(tc, test_drain_timeout_bounds);
+    tcase_add_test(tc, test_drain_closes_stalled_reader);
     tcase_add_test(tc, test_restart_restores);
     tcase_add_test(tc, test_restore_tampered);
     tcase_add_test(tc, test_check_config);
