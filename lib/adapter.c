@@ -1631,22 +1631,6 @@ static int take(struct stage *s, const struct st_tensor *t, float **out)
     return convert_finite(s, t, *out);
 }
 
-/* [rows][cols] -> [cols][rows] in place via a temporary. */
-static int transpose(struct stage *s, float *w, int rows, int cols)
-{
-    size_t n = (size_t)rows * (size_t)cols;
-    float *tmp = malloc((n ? n : 1) * sizeof(*tmp));
-
-    if (!tmp)
-        return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
-    memcpy(tmp, w, n * sizeof(*tmp));
-    for (size_t r = 0; r < (size_t)rows; r++)
-        for (size_t c = 0; c < (size_t)cols; c++)
-            w[c * (size_t)rows + r] = tmp[r * (size_t)cols + c];
-    free(tmp);
-    return 0;
-}
-
 /* DoRA: dora_scale[o] = m[o] / ||W_o + s (B A)_o||_2, in double. */
 static int dora_scale(struct stage *s, size_t l, const float *mag)
 {
@@ -1702,8 +1686,8 @@ static int stage_layer_values(struct stage *s, size_t l)
         return rc;
     /* held [in][out] like the model's (model.h) */
     if (sl->weight && !L->fan_in_fan_out &&
-        (rc = transpose(s, sl->weight, L->out_features, L->in_features)) < 0)
-        return rc;
+        model_weight_transpose(&sl->weight, L->out_features, L->in_features))
+        return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     if (!pl->t[TK_A])
         return 0;
     if (!(sl->lora = calloc(1, sizeof(*sl->lora))))

@@ -357,13 +357,11 @@ fail:
     return rc;
 }
 
-/* *w [rows][cols] into a new [cols][rows] array (the old one freed). */
-static int transpose_in_place(float **w, int rows, int cols, const char *name,
-                              struct lorad_error *err)
+int model_weight_transpose(float **w, int rows, int cols)
 {
     float *t = alloc_floats((size_t)rows * (size_t)cols);
     if (!t)
-        return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory transposing %s", name);
+        return -1;
     for (size_t r = 0; r < (size_t)rows; r++)
         for (size_t c = 0; c < (size_t)cols; c++)
             t[c * (size_t)rows + r] = (*w)[r * (size_t)cols + c];
@@ -386,9 +384,8 @@ static int load_layer(const struct st_file *f, struct model_layer *L, struct lor
                            : load_tensor(f, name, 2, out, in, &L->weight, err);
     if (rc)
         return rc;
-    if (!L->fan_in_fan_out &&
-        (rc = transpose_in_place(&L->weight, L->out_features, L->in_features, name, err)))
-        return rc;
+    if (!L->fan_in_fan_out && model_weight_transpose(&L->weight, L->out_features, L->in_features))
+        return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory transposing %s", name);
     if (!L->has_bias)
         return 0;
     snprintf(name, sizeof(name), "%s.bias", L->name);

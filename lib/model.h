@@ -82,6 +82,11 @@ int model_act_parse(const char *s);
 /* Applies activation `a` in place to n floats (exact formulas of SPEC 2.1:
  * gelu = 0.5 x (1 + erf(x / sqrt 2)); gelu_tanh = 0.5 x (1 + tanh(sqrt(2/pi)
  * (x + 0.044715 x^3))); silu = x * sigmoid(x)). */
+/* Replaces *w, a malloc'd [rows][cols] f32 array, with a new [cols][rows]
+ * one and frees the old; 0, or -1 (out of memory, *w untouched). Turns a
+ * PyTorch [out][in] weight into the [in][out] that lorad holds. */
+int model_weight_transpose(float **w, int rows, int cols);
+
 void model_act_apply(enum model_act a, float *v, size_t n);
 
 #endif
