@@ -79,7 +79,7 @@ void infer_format_error(struct infer_job *j, int code, const char *msg);
 void infer_complete(struct lorad_server *srv, struct infer_job *j);
 /* Loop thread: answers a job that no worker took 503 draining (the drain
  * deadline passed while it was queued) and frees it. */
-void infer_refuse_draining(struct lorad_server *srv, struct infer_job *j);
+void infer_refuse_draining(struct infer_job *j);
 
 /* ---- workers.c ---- */
 

@@ -892,10 +892,9 @@ static void respond_now(struct http_request *r, int code, const char *fmt, const
     http_respond_error(r, code, fmt, arg);
 }
 
-void infer_refuse_draining(struct lorad_server *srv, struct infer_job *j)
+void infer_refuse_draining(struct infer_job *j)
 {
     struct http_request *r = j->r;
-    (void)srv; /* r->srv is the same server */
     infer_job_free(&j);
     respond_now(r, LORAD_E_DRAINING, "%s",
                 "lorad is shutting down: drain_timeout_ms passed before a worker took this "

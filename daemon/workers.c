@@ -486,7 +486,7 @@ size_t workers_refuse_queued(struct lorad_server *srv, size_t *running)
     for (j = detach_queue(ws, running); j; j = next) {
         next = j->next;
         j->next = NULL;
-        infer_refuse_draining(srv, j);
+        infer_refuse_draining(j);
         n++;
     }
     return n;

@@ -602,7 +602,7 @@ static void pattern_repeat(struct pattern_count *c, size_t factor)
 }
 
 /* The decimal count at *s (saturated past PATTERN_NODE_LIMIT); advances *s. */
-static size_t pattern_count(const char **s, bool *any)
+static size_t pattern_decimal(const char **s, bool *any)
 {
     size_t v = 0;
 
@@ -622,12 +622,12 @@ static bool pattern_interval(const char **p, size_t *bound)
 {
     const char *s = *p + 1;
     bool any_m, any_n = false, comma = false;
-    size_t m = pattern_count(&s, &any_m), n = m;
+    size_t m = pattern_decimal(&s, &any_m), n = m;
 
     if (*s == ',') {
         comma = true;
         s++;
-        n = pattern_count(&s, &any_n);
+        n = pattern_decimal(&s, &any_n);
     }
     if (*s != '}' || (!any_m && !any_n))
         return false;
