@@ -126,10 +126,10 @@ int main(int argc, char **argv)
         return 1;
     }
     if (adapters && name) {
-        struct adapter_profile *p = NULL, *done = NULL;
+        struct profile *p = NULL, *done = NULL;
         int fd = open(adapters, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         struct adapter_stage_args a = {fd, name, NULL, m, NULL};
-        if (fd < 0 || adapter_profile_from_config(m, 0, NULL, 0, &p, &err) != 0) {
+        if (fd < 0 || profile_from_config(m, 0, NULL, 0, &p, &err) != 0) {
             fprintf(stderr, "roof: cannot open %s\n", adapters);
             return 1;
         }
@@ -138,8 +138,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "roof: %s\n", err.msg);
             return 1;
         }
-        adapter_profile_free(&p);
-        adapter_profile_free(&done);
+        profile_free(&p);
+        profile_free(&done);
         close(fd);
     }
     printf("kernel=%s threads=%d layers=%zu width=%d adapter=%s\n", openblas_get_corename(),

@@ -54,9 +54,9 @@ struct stage_job {
     char sha256[65];
     bool has_sha256;
     int canary_bp;                     /* -1: becomes stable */
-    struct adapter_profile *profile;   /* duplicate of srv->profile */
+    struct profile *profile;   /* duplicate of srv->profile */
     struct snapshot *snap;             /* out */
-    struct adapter_profile *profile_out; /* out: completed profile or NULL */
+    struct profile *profile_out; /* out: completed profile or NULL */
     int rc;
     struct lorad_error err;
     double stage_ms;                   /* measured around adapter_stage */
@@ -67,7 +67,7 @@ struct scan_job {
     uv_work_t work;
     struct lorad_server *srv;
     struct http_request *r;
-    struct adapter_profile *profile;   /* duplicate of srv->profile */
+    struct profile *profile;   /* duplicate of srv->profile */
     cJSON *result;
 };
 
@@ -433,8 +433,8 @@ static void stage_work(uv_work_t *work)
 static void stage_job_free(struct stage_job *j)
 {
     snapshot_free(&j->snap);
-    adapter_profile_free(&j->profile);
-    adapter_profile_free(&j->profile_out);
+    profile_free(&j->profile);
+    profile_free(&j->profile_out);
     free(j);
 }
 
@@ -453,7 +453,7 @@ static void stage_commit(struct stage_job *j)
         return;
     }
     if (j->profile_out) {
-        adapter_profile_free(&srv->profile);
+        profile_free(&srv->profile);
         srv->profile = j->profile_out;
         j->profile_out = NULL;
     }
@@ -558,7 +558,7 @@ void control_swap(struct http_request *r)
                         "a canary is live; promote it or roll it back before another swap");
         goto fail;
     }
-    if (srv->profile && !(j->profile = adapter_profile_dup(srv->profile))) {
+    if (srv->profile && !(j->profile = profile_dup(srv->profile))) {
         lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
@@ -757,7 +757,7 @@ static cJSON *status_json(struct lorad_server *srv)
     else
         cJSON_AddBoolToObject(o, "restored", srv->restored > 0);
     cJSON_AddItemToObject(o, "model", model_json(srv->model));
-    cJSON *prof = srv->profile ? adapter_profile_to_json(srv->profile, srv->model) : NULL;
+    cJSON *prof = srv->profile ? profile_to_json(srv->profile, srv->model) : NULL;
     cJSON_AddItemToObject(o, "profile", prof ? prof : cJSON_CreateNull());
     cJSON_AddItemToObject(o, "stable", snapshot_json(ctl, v->stable));
     if (v->canary) {
@@ -812,7 +812,7 @@ static void scan_done(uv_work_t *work, int status)
         http_respond_error(j->r, LORAD_E_INTERNAL, "could not list adapter_dir (out of memory)");
     }
     cJSON_Delete(j->result);
-    adapter_profile_free(&j->profile);
+    profile_free(&j->profile);
     free(j);
 }
 
@@ -824,7 +824,7 @@ void control_adapters(struct http_request *r)
         goto fail;
     j->srv = srv;
     j->r = r;
-    if (srv->profile && !(j->profile = adapter_profile_dup(srv->profile)))
+    if (srv->profile && !(j->profile = profile_dup(srv->profile)))
         goto fail;
     j->work.data = j;
     if (uv_queue_work(srv->loop, &j->work, scan_work, scan_done) < 0)
@@ -833,7 +833,7 @@ void control_adapters(struct http_request *r)
     return;
 fail:
     if (j)
-        adapter_profile_free(&j->profile);
+        profile_free(&j->profile);
     free(j);
     http_respond_error(r, LORAD_E_INTERNAL, "could not start the adapter scan");
 }

@@ -216,7 +216,7 @@ struct lorad_server {
     struct model *model;           /* immutable after start */
     int adapter_dirfd;             /* adapter_dir opened O_DIRECTORY */
     struct serving *serving;       /* writer: loop thread; readers: workers */
-    struct adapter_profile *profile; /* NULL until known; replaced, never mutated */
+    struct profile *profile; /* NULL until known; replaced, never mutated */
     _Atomic int run_state;         /* enum lorad_run_state; workers read it */
     int restored;                  /* -1 null, 0 false, 1 true (/status) */
     uint64_t started_ns;           /* CLOCK_MONOTONIC at start */

@@ -190,7 +190,7 @@ static int load_initial_adapter(struct lorad_server *srv, const char *name,
                                 struct lorad_error *err)
 {
     struct snapshot *snap = NULL;
-    struct adapter_profile *completed = NULL;
+    struct profile *completed = NULL;
     struct adapter_stage_args a = {
         .adapter_dirfd = srv->adapter_dirfd,
         .name = name,
@@ -207,11 +207,11 @@ static int load_initial_adapter(struct lorad_server *srv, const char *name,
     }
     struct serving_commit c;
     if ((rc = serving_swap(srv->serving, snap, -1, &c, err)) < 0) {
-        adapter_profile_free(&completed);
+        profile_free(&completed);
         return rc;
     }
     if (completed) {
-        adapter_profile_free(&srv->profile);
+        profile_free(&srv->profile);
         srv->profile = completed;
     }
     LOG_I("event=swap adapter=%s version=%llu variant=stable generation=%llu stage_ms=%.3f "
@@ -277,7 +277,7 @@ static int startup_core(struct lorad_server *srv, struct lorad_error *err)
           srv->model->out_features, (unsigned long long)srv->model->parameters);
     if ((rc = open_adapter_dir(srv->cfg.adapter_dir, &srv->adapter_dirfd, err)) < 0)
         return rc;
-    if ((rc = adapter_profile_from_config(srv->model, srv->cfg.max_rank,
+    if ((rc = profile_from_config(srv->model, srv->cfg.max_rank,
                                           (const char *const *)srv->cfg.target_modules,
                                           srv->cfg.n_target_modules, &srv->profile, err)) < 0)
         return rc;
@@ -593,7 +593,7 @@ static bool teardown(struct lorad_server *srv)
     metrics_free(srv);
     control_free(srv);
     serving_free(&srv->serving);
-    adapter_profile_free(&srv->profile);
+    profile_free(&srv->profile);
     if (srv->adapter_dirfd >= 0)
         close(srv->adapter_dirfd);
     model_free(&srv->model);
@@ -609,7 +609,7 @@ static int check_config(struct lorad_server *srv)
     int rc = startup_core(srv, &err);
     if (rc == 0 && srv->cfg.initial_adapter) {
         struct snapshot *snap = NULL;
-        struct adapter_profile *completed = NULL;
+        struct profile *completed = NULL;
         struct adapter_stage_args a = {
             .adapter_dirfd = srv->adapter_dirfd,
             .name = srv->cfg.initial_adapter,
@@ -619,7 +619,7 @@ static int check_config(struct lorad_server *srv)
         if ((rc = adapter_stage(&a, &snap, &completed, &err)) < 0)
             lorad_error_prefix(&err, "initial_adapter");
         snapshot_free(&snap);
-        adapter_profile_free(&completed);
+        profile_free(&completed);
     }
     if (rc < 0) {
         fprintf(stderr, "lorad: %s: %s\n", lorad_err_name(err.code), err.msg);

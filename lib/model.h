@@ -23,7 +23,7 @@
 enum model_act {
     MODEL_ACT_NONE,
     MODEL_ACT_RELU,
-    MODEL_ACT_GELU,      /* erf form */
+    MODEL_ACT_GELU, /* erf form */
     MODEL_ACT_GELU_TANH,
     MODEL_ACT_SILU,
     MODEL_ACT_TANH,
@@ -31,14 +31,14 @@ enum model_act {
 };
 
 struct model_layer {
-    char *name;          /* module path, e.g. "layers.0.proj" */
+    char *name; /* module path, e.g. "layers.0.proj" */
     int in_features;
     int out_features;
     bool has_bias;
     bool fan_in_fan_out; /* file layout is [in][out] (as memory) */
     enum model_act act;
-    float *weight;       /* [in_features][out_features]: W^T */
-    float *bias;         /* [out_features], or NULL when !has_bias */
+    float *weight; /* [in_features][out_features]: W^T */
+    float *bias;   /* [out_features], or NULL when !has_bias */
 };
 
 struct model {
@@ -79,14 +79,14 @@ int model_find_layer(const struct model *m, const char *name);
 const char *model_act_name(enum model_act a);
 int model_act_parse(const char *s);
 
-/* Applies activation `a` in place to n floats (exact formulas of SPEC 2.1:
- * gelu = 0.5 x (1 + erf(x / sqrt 2)); gelu_tanh = 0.5 x (1 + tanh(sqrt(2/pi)
- * (x + 0.044715 x^3))); silu = x * sigmoid(x)). */
 /* Replaces *w, a malloc'd [rows][cols] f32 array, with a new [cols][rows]
  * one and frees the old; 0, or -1 (out of memory, *w untouched). Turns a
  * PyTorch [out][in] weight into the [in][out] that lorad holds. */
 int model_weight_transpose(float **w, int rows, int cols);
 
+/* Applies activation `a` in place to n floats (exact formulas of SPEC 2.1:
+ * gelu = 0.5 x (1 + erf(x / sqrt 2)); gelu_tanh = 0.5 x (1 + tanh(sqrt(2/pi)
+ * (x + 0.044715 x^3))); silu = x * sigmoid(x)). */
 void model_act_apply(enum model_act a, float *v, size_t n);
 
 #endif

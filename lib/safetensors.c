@@ -1,6 +1,7 @@
 /* lorad — safetensors.c: this file contains the defensive safetensors reader
  * (mmap + header validation, SPEC.md 2.3), the f16/bf16 conversions and the
- * small atomic writer declared in safetensors.h.
+ * small writer declared in safetensors.h (the file image built in memory,
+ * then replaced atomically by fileio_write_atomic).
  *
  * Validation order (each step only runs once the previous one passed, so
  * no step ever looks at bytes the earlier ones have not vouched for):
@@ -32,6 +33,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "fileio.h"
+#include "jsontext.h"
 
 /* Largest integer a JSON number may carry here: beyond it a double (what
  * cJSON stores) no longer holds every integer exactly. */
@@ -132,8 +136,7 @@ static const char *quote_name(const char *s, char buf[ST_NAME_QUOTE_MAX + 4])
     return buf;
 }
 
-/* "[2, 3]" for a shape; truncated to fit. */
-static const char *format_shape(const struct st_tensor *t, char *buf, size_t cap)
+const char *st_shape_str(const struct st_tensor *t, char *buf, size_t cap)
 {
     size_t len = 0;
 
@@ -168,42 +171,15 @@ static int check_frame(const struct st_ctx *c, size_t len, uint64_t n)
 }
 
 /* Offset of the first byte that does not start a valid UTF-8 sequence
- * (overlong forms, surrogates and code points above U+10FFFF are invalid),
- * or n when all of s[0..n) is valid. */
+ * (json_utf8_len: overlong forms, surrogates and code points above
+ * U+10FFFF are invalid), or n when all of s[0..n) is valid. */
 static size_t utf8_invalid_at(const uint8_t *s, size_t n)
 {
-    size_t i = 0;
+    size_t i = 0, len;
 
-    while (i < n) {
-        uint8_t b = s[i];
-        size_t len;
-        uint32_t cp, min;
-
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if ((b & 0xe0) == 0xc0) {
-            len = 2, cp = b & 0x1f, min = 0x80;
-        } else if ((b & 0xf0) == 0xe0) {
-            len = 3, cp = b & 0x0f, min = 0x800;
-        } else if ((b & 0xf8) == 0xf0) {
-            len = 4, cp = b & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (len > n - i)
-            return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return i;
+    while (i < n && (len = json_utf8_len(s + i, s + n)) > 0)
         i += len;
-    }
-    return n;
+    return i;
 }
 
 /* ---- step 3: lexical pass ---- */
@@ -274,54 +250,28 @@ static int lex_string(const struct st_ctx *c, const char *h, size_t n, size_t *i
                   *i);
 }
 
-/* h[*i] starts a number ('-' or a digit); checks RFC 8259's grammar, moves
- * *i past it and records it in *odd when it is not a plain integer. */
+/* h[*i] starts a number ('-' or a digit); checks RFC 8259's grammar
+ * (json_number_len), moves *i past it and records it in *odd when it is
+ * not a plain non-negative integer. */
 static int lex_number(const struct st_ctx *c, const char *h, size_t n, size_t *i,
                       struct lex_odd *odd)
 {
-    size_t p = *i;
-    bool plain = true;
+    bool plain = false;
+    size_t len = json_number_len(h + *i, h + n, &plain), p = *i + len;
 
-    if (h[p] == '-')
-        plain = false, p++;
-    if (p < n && h[p] == '0') {
-        p++;
-    } else if (p < n && is_digit(h[p])) {
-        while (p < n && is_digit(h[p]))
-            p++;
-    } else {
-        goto fail;
-    }
-    if (p < n && h[p] == '.') {
-        plain = false, p++;
-        if (p >= n || !is_digit(h[p]))
-            goto fail;
-        while (p < n && is_digit(h[p]))
-            p++;
-    }
-    if (p < n && (h[p] == 'e' || h[p] == 'E')) {
-        plain = false, p++;
-        if (p < n && (h[p] == '+' || h[p] == '-'))
-            p++;
-        if (p >= n || !is_digit(h[p]))
-            goto fail;
-        while (p < n && is_digit(h[p]))
-            p++;
-    }
     /* cJSON would read "01" or "1-2" as one number: only a delimiter may follow */
-    if (p < n && (is_digit(h[p]) || strchr("+-.eE", h[p]) || (h[p] >= 'a' && h[p] <= 'z')))
-        goto fail;
+    if (len == 0 ||
+        (p < n && (is_digit(h[p]) || strchr("+-.eE", h[p]) || (h[p] >= 'a' && h[p] <= 'z'))))
+        return st_bad(c, "header is not valid JSON: malformed number at header byte %zu", *i);
     if (!plain && !odd->seen) {
-        size_t len = p - *i < sizeof(odd->text) - 1 ? p - *i : sizeof(odd->text) - 1;
+        size_t keep = len < sizeof(odd->text) - 1 ? len : sizeof(odd->text) - 1;
         odd->seen = true;
         odd->at = *i;
-        memcpy(odd->text, h + *i, len);
-        odd->text[len] = '\0';
+        memcpy(odd->text, h + *i, keep);
+        odd->text[keep] = '\0';
     }
     *i = p;
     return 0;
-fail:
-    return st_bad(c, "header is not valid JSON: malformed number at header byte %zu", *i);
 }
 
 static int lex_header(const struct st_ctx *c, const char *h, size_t n, struct lex_odd *odd)
@@ -479,19 +429,19 @@ static int check_extent(const struct st_ctx *c, const char *qn, struct st_ent *e
             return st_bad(c,
                           "tensor \"%s\": shape %s overflows: its element count does not fit "
                           "in 64 bits",
-                          qn, format_shape(t, sh, sizeof(sh)));
+                          qn, st_shape_str(t, sh, sizeof(sh)));
     if (__builtin_mul_overflow(ne, (uint64_t)dtypes[t->dtype].size, &nb))
         return st_bad(c,
                       "tensor \"%s\": dtype %s shape %s overflows: its byte size does not "
                       "fit in 64 bits",
-                      qn, dtypes[t->dtype].name, format_shape(t, sh, sizeof(sh)));
+                      qn, dtypes[t->dtype].name, st_shape_str(t, sh, sizeof(sh)));
     if (e->end - e->begin != nb)
         return st_bad(c,
                       "tensor \"%s\": data_offsets [%llu, %llu] span %llu bytes but dtype %s "
                       "shape %s needs %llu",
                       qn, (unsigned long long)e->begin, (unsigned long long)e->end,
                       (unsigned long long)(e->end - e->begin), dtypes[t->dtype].name,
-                      format_shape(t, sh, sizeof(sh)), (unsigned long long)nb);
+                      st_shape_str(t, sh, sizeof(sh)), (unsigned long long)nb);
     if (e->end > dlen)
         return st_bad(c,
                       "tensor \"%s\": data_offsets [%llu, %llu] run past the end of the data "
@@ -542,6 +492,7 @@ static int parse_entry(const struct st_ctx *c, const cJSON *item, uint64_t dlen,
 static int check_metadata(const struct st_ctx *c, const cJSON *m)
 {
     const cJSON *kid;
+    const char *dup;
     char qk[ST_NAME_QUOTE_MAX + 4];
 
     if (cJSON_IsNull(m))
@@ -555,11 +506,10 @@ static int check_metadata(const struct st_ctx *c, const cJSON *m)
                           "__metadata__ key \"%s\" has a non-string value (metadata maps "
                           "strings to strings)",
                           quote_name(kid->string, qk));
-        for (const cJSON *o = m->child; o != kid; o = o->next)
-            if (!strcmp(o->string, kid->string))
-                return st_bad(c, "__metadata__ key \"%s\" appears twice (duplicate key)",
-                              quote_name(kid->string, qk));
     }
+    if ((dup = json_duplicate_key(m)))
+        return st_bad(c, "__metadata__ key \"%s\" appears twice (duplicate key)",
+                      quote_name(dup, qk));
     return 0;
 }
 
@@ -1162,92 +1112,56 @@ static int build_header(const struct st_write_tensor *t, size_t n, struct sbuf *
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+/* The whole file image for t[0..n) behind the header `hdr` (padded), in
+ * one malloc'd buffer of *len bytes; NULL on out-of-memory. */
+static uint8_t *file_image(const struct st_write_tensor *t, size_t n, const struct sbuf *hdr,
+                           size_t *len)
 {
-    const uint8_t *p = data;
+    size_t total = 8 + hdr->len, off = 8 + hdr->len;
+    uint64_t nb = 0;
+    uint8_t *img;
 
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
+    for (size_t i = 0; i < n; i++) {
+        (void)check_write_tensor(&t[i], &nb, NULL); /* passed in build_header */
+        if (__builtin_add_overflow(total, nb, &total))
+            return NULL;
     }
-    return 0;
-}
-
-/* fsync of the directory holding path, so the rename is durable. */
-static int sync_parent_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    int fd, rc = -1;
-
-    if (!dir)
-        return -1;
-    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-        rc = fsync(fd);
-        close(fd);
+    if (!(img = malloc(total)))
+        return NULL;
+    for (int i = 0; i < 8; i++)
+        img[i] = (uint8_t)((uint64_t)hdr->len >> (8 * i));
+    memcpy(img + 8, hdr->p, hdr->len);
+    for (size_t i = 0; i < n; i++) {
+        (void)check_write_tensor(&t[i], &nb, NULL);
+        if (nb)
+            memcpy(img + off, t[i].data, (size_t)nb);
+        off += (size_t)nb;
     }
-    free(dir);
-    return rc;
+    *len = total;
+    return img;
 }
 
 int st_write(const char *path, const struct st_write_tensor *t, size_t n, struct lorad_error *err)
 {
     struct sbuf hdr = {0};
-    char *tmp = NULL, ebuf[128];
-    uint8_t len8[8];
-    int fd = -1, rc;
+    uint8_t *img = NULL;
+    size_t len = 0;
+    char ebuf[128];
+    int rc;
 
     if (!path || (!t && n))
         return lorad_error_set(err, LORAD_E_INTERNAL, "st_write: bad arguments");
     if ((rc = build_header(t, n, &hdr, err)) < 0)
         goto fail;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-        tmp = NULL;
+    if (!(img = file_image(t, n, &hdr, &len))) {
         rc = lorad_error_set(err, LORAD_E_INTERNAL, "st_write: out of memory");
         goto fail;
     }
-    if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
-        free(tmp);
-        tmp = NULL;
-        goto io_fail;
-    }
-    for (int i = 0; i < 8; i++)
-        len8[i] = (uint8_t)((uint64_t)hdr.len >> (8 * i));
-    if (write_all(fd, len8, 8) < 0 || write_all(fd, hdr.p, hdr.len) < 0)
-        goto io_fail;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t nb = 0;
-        (void)check_write_tensor(&t[i], &nb, NULL); /* passed in build_header */
-        if (nb && write_all(fd, t[i].data, (size_t)nb) < 0)
-            goto io_fail;
-    }
-    if (fchmod(fd, 0644) < 0 || fsync(fd) < 0)
-        goto io_fail;
-    rc = close(fd);
-    fd = -1;
-    if (rc < 0 || rename(tmp, path) < 0)
-        goto io_fail;
-    free(tmp);
-    tmp = NULL;
-    if (sync_parent_dir(path) < 0)
-        goto io_fail;
-    free(hdr.p);
-    return 0;
-io_fail:
-    rc = lorad_error_set(err, LORAD_E_INTERNAL, "st_write: %s: %s", path,
-                         strerror_r(errno, ebuf, sizeof(ebuf)));
+    if ((rc = fileio_write_atomic(path, img, len, 0644, NULL)) < 0)
+        rc = lorad_error_set(err, LORAD_E_INTERNAL, "st_write: %s: %s", path,
+                             strerror_r(-rc, ebuf, sizeof(ebuf)));
 fail:
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    free(img);
     free(hdr.p);
     return rc;
 }

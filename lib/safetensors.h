@@ -105,6 +105,10 @@ const uint8_t *st_image(const struct st_file *f, size_t *len);
 /* Value of a `__metadata__` key, or NULL. */
 const char *st_metadata(const struct st_file *f, const char *key);
 
+/* t's shape as "[2, 3]" ("[]" for a scalar) into buf (cap bytes,
+ * truncated to fit); returns buf. */
+const char *st_shape_str(const struct st_tensor *t, char *buf, size_t cap);
+
 /* "F32", "BF16", ... and the size of one element in bytes. */
 const char *st_dtype_name(enum st_dtype d);
 size_t st_dtype_size(enum st_dtype d);
@@ -133,8 +137,10 @@ struct st_write_tensor {
 };
 
 /* Writes a valid safetensors file (tensors in the given order, header padded
- * to a multiple of 8, metadata {"format":"pt"}) to `path` atomically (temp
- * file + rename). Returns 0 or LORAD_E_INTERNAL. */
+ * to a multiple of 8, metadata {"format":"pt"}) to `path` atomically, mode
+ * 0644 (fileio_write_atomic: "<path>.tmp", fsync, rename, fsync of the
+ * directory; writers of one path must be serialised). The whole image is
+ * assembled in memory first. Returns 0 or LORAD_E_INTERNAL. */
 int st_write(const char *path, const struct st_write_tensor *t, size_t n, struct lorad_error *err);
 
 #endif

@@ -7,33 +7,38 @@
  *    "generation": G, "next_version": V,
  *    "stable": ENTRY, "canary": ENTRY + {"percent": P} | null,
  *    "history": [ENTRY, ...] (newest first),
- *    "profile": adapter_profile_to_json() | null}
+ *    "profile": profile_to_json() | null}
  *   ENTRY = {"adapter": NAME | null (base model), "version": N,
  *            "sha256": HEX | null}
  *
+ * Writing goes through fileio_write_atomic() (temp file "<path>.tmp" with
+ * mode 0600, fsync, rename, fsync of the directory).
+ *
  * Restoring parses the whole file into a `struct sf_state` (strictly: a
- * wrong type or an inconsistent value fails the restore), re-stages every
- * recorded adapter with its recorded sha256 as the expected checksum, and
- * installs everything with one serving_restore() only when every entry
- * staged. Otherwise it installs only the version floor and generation.
+ * wrong type, an inconsistent value or a key given twice in an object
+ * fails the restore; the version floor is read before the rest, so that it
+ * applies even when the rest is broken), re-stages every recorded adapter
+ * with its recorded sha256 as the expected checksum, and installs
+ * everything with one serving_restore() only when every entry staged.
+ * Otherwise it installs only the version floor and generation.
  */
 #include "statefile.h"
-#include "fileio.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+
+#include "digest.h"
+#include "fileio.h"
+#include "jsontext.h"
 
 #define SF_FORMAT "lorad-state"
 #define SF_FORMAT_VERSION 1
-#define SF_MAX_BYTES (4u << 20)            /* a state file is a few KiB */
-#define SF_MAX_INT 9007199254740992.0      /* 2^53: exact in a JSON number */
+#define SF_MAX_BYTES (4u << 20)       /* a state file is a few KiB */
+#define SF_MAX_INT 9007199254740992.0 /* 2^53: exact in a JSON number */
 
 /* ---- rendering ---- */
 
@@ -93,7 +98,7 @@ static cJSON *history_json(const struct serving *s)
     return a;
 }
 
-char *statefile_render(const struct serving *s, const struct adapter_profile *profile,
+char *statefile_render(const struct serving *s, const struct profile *profile,
                        const struct model *m)
 {
     const struct serving_view *v = serving_current(s);
@@ -108,10 +113,8 @@ char *statefile_render(const struct serving *s, const struct adapter_profile *pr
         !cJSON_AddNumberToObject(root, "generation", (double)v->generation) ||
         !cJSON_AddNumberToObject(root, "next_version", (double)(serving_next_version(s) + 1)) ||
         !add_item(root, "stable", entry_json(v->stable)) ||
-        !add_item(root, "canary", canary_json(v)) ||
-        !add_item(root, "history", history_json(s)) ||
-        !add_item(root, "profile",
-                  profile ? adapter_profile_to_json(profile, m) : cJSON_CreateNull()))
+        !add_item(root, "canary", canary_json(v)) || !add_item(root, "history", history_json(s)) ||
+        !add_item(root, "profile", profile ? profile_to_json(profile, m) : cJSON_CreateNull()))
         goto fail;
     text = cJSON_Print(root);
     if (!text)
@@ -133,104 +136,18 @@ fail:
 
 /* ---- atomic write ---- */
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* The directory part of `path` ("." when it has none), malloc'd. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        return strdup(".");
-    if (slash == path)
-        return strdup("/");
-    return strndup(path, (size_t)(slash - path));
-}
-
-static int fsync_dir(const char *path)
-{
-    char *dir = dir_of(path);
-    int fd, rc = -1;
-    if (!dir)
-        return -1;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        rc = fsync(fd);
-        close(fd);
-    }
-    free(dir);
-    return rc;
-}
-
 int statefile_write(const char *path, const char *text, size_t len, struct lorad_error *err)
 {
-    /* One fixed temp name: writes to one path are serialised by the caller,
-     * so a crash leaves at most one "<path>.tmp", which the next write
-     * truncates and reuses (no debris accumulates across crashes). */
-    static const char suffix[] = ".tmp";
-    char *tmp = NULL;
-    const char *what = "allocate";
-    bool created = false;
-    int fd = -1, saved;
-    size_t plen;
+    const char *what = "create temp file";
+    char ebuf[128];
+    int rc;
 
     if (!path || !*path || (!text && len))
         return lorad_error_set(err, LORAD_E_INTERNAL, "state file: no path or text");
-    plen = strlen(path);
-    tmp = malloc(plen + sizeof(suffix));
-    if (!tmp) {
-        errno = ENOMEM;
-        goto fail;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, suffix, sizeof(suffix));
-    what = "create temp file";
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        goto fail;
-    created = true;
-    what = "write";
-    if (write_all(fd, text, len) < 0)
-        goto fail;
-    what = "fsync";
-    if (fsync(fd) < 0)
-        goto fail;
-    what = "close";
-    if (close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    what = "rename";
-    if (rename(tmp, path) < 0)
-        goto fail;
-    created = false; /* the temp name is gone: it is `path` now */
-    what = "fsync directory";
-    if (fsync_dir(path) < 0)
-        goto fail;
-    free(tmp);
+    if ((rc = fileio_write_atomic(path, text, len, 0600, &what)) < 0)
+        return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s: %s", path, what,
+                               strerror_r(-rc, ebuf, sizeof(ebuf)));
     return 0;
-fail:
-    saved = errno;
-    if (fd >= 0)
-        close(fd);
-    if (created)
-        unlink(tmp);
-    free(tmp);
-    return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s: %s", path, what,
-                           strerror(saved));
 }
 
 /* ---- reading ---- */
@@ -243,15 +160,15 @@ static int read_file(const char *path, char **buf, size_t *len, struct lorad_err
     if (rc == -ENOENT)
         return 1;
     if (rc < 0)
-        return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s (at most %u bytes)",
-                               path, fileio_strerror(rc), SF_MAX_BYTES);
+        return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s (at most %u bytes)", path,
+                               fileio_strerror(rc), SF_MAX_BYTES);
     return 0;
 }
 
 /* ---- parsing ---- */
 
 struct sf_entry {
-    const char *name;   /* NULL = base model */
+    const char *name; /* NULL = base model */
     uint64_t version;
     const char *sha256; /* NULL for the base model */
 };
@@ -267,33 +184,28 @@ struct sf_state {
     int canary_bp;
     struct sf_entry *history; /* malloc'd */
     size_t nhistory;
-    const cJSON *profile;     /* NULL or a JSON null: none */
+    const cJSON *profile; /* NULL or a JSON null: none */
 };
 
-/* The member `key` of `obj`, or NULL; a key present twice is an error. */
-static int member(const cJSON *obj, const char *key, const cJSON **out, struct lorad_error *err)
+/* Every object of the file has unique keys (lorad writes none twice). */
+static int unique_keys(const cJSON *obj, struct lorad_error *err)
 {
-    const cJSON *it, *found = NULL;
-    cJSON_ArrayForEach(it, obj)
-    {
-        if (it->string && strcmp(it->string, key) == 0) {
-            if (found)
-                return lorad_error_set(err, LORAD_E_INTERNAL, "key \"%s\" appears twice", key);
-            found = it;
-        }
-    }
-    *out = found;
-    return 0;
+    const char *dup = json_duplicate_key(obj);
+
+    return dup ? lorad_error_set(err, LORAD_E_INTERNAL, "key \"%s\" appears twice", dup) : 0;
+}
+
+static const cJSON *member(const cJSON *obj, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(obj, key);
 }
 
 static int get_uint(const cJSON *obj, const char *key, uint64_t min, uint64_t *out,
                     struct lorad_error *err)
 {
-    const cJSON *j;
+    const cJSON *j = member(obj, key);
     double d;
-    int rc = member(obj, key, &j, err);
-    if (rc < 0)
-        return rc;
+
     if (!j || !cJSON_IsNumber(j))
         return lorad_error_set(err, LORAD_E_INTERNAL, "\"%s\" is %s, not a number", key,
                                j ? "of the wrong type" : "missing");
@@ -305,15 +217,6 @@ static int get_uint(const cJSON *obj, const char *key, uint64_t min, uint64_t *o
     return 0;
 }
 
-static bool sha_valid(const char *h)
-{
-    size_t n = 0;
-    for (; h[n]; n++)
-        if (!strchr("0123456789abcdefABCDEF", h[n]))
-            return false;
-    return n == 64;
-}
-
 static int parse_entry(const cJSON *j, const char *what, struct sf_entry *e,
                        struct lorad_error *err)
 {
@@ -321,8 +224,9 @@ static int parse_entry(const cJSON *j, const char *what, struct sf_entry *e,
     int rc;
     if (!cJSON_IsObject(j))
         return lorad_error_set(err, LORAD_E_INTERNAL, "%s is not an object", what);
-    if ((rc = member(j, "adapter", &name, err)) < 0 || (rc = member(j, "sha256", &sha, err)) < 0 ||
-        (rc = get_uint(j, "version", 0, &e->version, err)) < 0)
+    name = member(j, "adapter");
+    sha = member(j, "sha256");
+    if ((rc = unique_keys(j, err)) < 0 || (rc = get_uint(j, "version", 0, &e->version, err)) < 0)
         goto fail;
     if (!name || !(cJSON_IsNull(name) || cJSON_IsString(name)) || !sha ||
         !(cJSON_IsNull(sha) || cJSON_IsString(sha))) {
@@ -337,7 +241,7 @@ static int parse_entry(const cJSON *j, const char *what, struct sf_entry *e,
                              "the base model (adapter null) has version 0 and sha256 null");
         goto fail;
     }
-    if (e->name && (!adapter_name_valid(e->name) || !e->sha256 || !sha_valid(e->sha256) ||
+    if (e->name && (!adapter_name_valid(e->name) || !e->sha256 || !digest_hex_valid(e->sha256) ||
                     e->version == 0)) {
         rc = lorad_error_set(err, LORAD_E_INTERNAL,
                              "an adapter entry needs a valid name, version >= 1 and a "
@@ -352,18 +256,16 @@ fail:
 
 static int parse_canary(const cJSON *root, struct sf_state *st, struct lorad_error *err)
 {
-    const cJSON *c, *pct;
-    int rc = member(root, "canary", &c, err);
-    if (rc < 0)
-        return rc;
+    const cJSON *c = member(root, "canary"), *pct;
+    int rc;
+
     if (!c || cJSON_IsNull(c))
         return 0;
     if ((rc = parse_entry(c, "canary", &st->canary, err)) < 0)
         return rc;
     if (!st->canary.name)
         return lorad_error_set(err, LORAD_E_INTERNAL, "canary: the base model cannot be a canary");
-    if ((rc = member(c, "percent", &pct, err)) < 0)
-        return rc;
+    pct = member(c, "percent");
     if (!pct || !cJSON_IsNumber(pct) || !(pct->valuedouble >= 0.0 && pct->valuedouble <= 100.0))
         return lorad_error_set(err, LORAD_E_INTERNAL,
                                "canary: \"percent\" is not a number in [0, 100]");
@@ -374,11 +276,10 @@ static int parse_canary(const cJSON *root, struct sf_state *st, struct lorad_err
 
 static int parse_history(const cJSON *root, struct sf_state *st, struct lorad_error *err)
 {
-    const cJSON *h, *it;
+    const cJSON *h = member(root, "history"), *it;
     size_t n, i = 0;
-    int rc = member(root, "history", &h, err);
-    if (rc < 0)
-        return rc;
+    int rc;
+
     if (!h || !cJSON_IsArray(h))
         return lorad_error_set(err, LORAD_E_INTERNAL, "\"history\" is not an array");
     n = (size_t)cJSON_GetArraySize(h);
@@ -433,8 +334,7 @@ static int parse_state(const cJSON *root, struct sf_state *st, struct lorad_erro
 
     if (!cJSON_IsObject(root))
         return lorad_error_set(err, LORAD_E_INTERNAL, "not a JSON object");
-    if ((rc = member(root, "format", &fmt, err)) < 0)
-        return rc;
+    fmt = member(root, "format");
     if (!fmt || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, SF_FORMAT) != 0)
         return lorad_error_set(err, LORAD_E_INTERNAL, "\"format\" is not \"%s\"", SF_FORMAT);
     if ((rc = get_uint(root, "format_version", 0, &fv, err)) < 0)
@@ -450,10 +350,13 @@ static int parse_state(const cJSON *root, struct sf_state *st, struct lorad_erro
     if ((rc = get_uint(root, "generation", 0, &st->generation, err)) < 0)
         return rc;
     st->has_generation = true;
-    if ((rc = member(root, "stable", &stable, err)) < 0 ||
-        (rc = parse_entry(stable, "stable", &st->stable, err)) < 0 ||
-        (rc = parse_canary(root, st, err)) < 0 || (rc = parse_history(root, st, err)) < 0 ||
-        (rc = member(root, "profile", &st->profile, err)) < 0)
+    /* after the floor: a broken rest does not take the floor with it */
+    if ((rc = unique_keys(root, err)) < 0)
+        return rc;
+    stable = member(root, "stable");
+    st->profile = member(root, "profile");
+    if ((rc = parse_entry(stable, "stable", &st->stable, err)) < 0 ||
+        (rc = parse_canary(root, st, err)) < 0 || (rc = parse_history(root, st, err)) < 0)
         return rc;
     if (st->profile && !cJSON_IsNull(st->profile) && !cJSON_IsObject(st->profile))
         return lorad_error_set(err, LORAD_E_INTERNAL, "\"profile\" is not an object or null");
@@ -467,15 +370,15 @@ static int parse_state(const cJSON *root, struct sf_state *st, struct lorad_erro
 /* The profile to stage against: the recorded one (with the caller's
  * configured limits when it has limits), else a copy of the caller's. */
 static int working_profile(const struct sf_state *st, const struct model *m,
-                           const struct adapter_profile *caller, struct adapter_profile **out,
+                           const struct profile *caller, struct profile **out,
                            struct lorad_error *err)
 {
-    struct adapter_profile *p = NULL;
+    struct profile *p = NULL;
     int rc;
 
     if (!st->profile) {
         if (caller) {
-            p = adapter_profile_dup(caller);
+            p = profile_dup(caller);
             if (!p)
                 return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
             *out = p;
@@ -484,14 +387,14 @@ static int working_profile(const struct sf_state *st, const struct model *m,
         *out = NULL; /* made when the first adapter is staged */
         return 0;
     }
-    if ((rc = adapter_profile_from_json(st->profile, m, &p, err)) < 0) {
+    if ((rc = profile_from_json(st->profile, m, &p, err)) < 0) {
         lorad_error_prefix(err, "profile");
         return rc;
     }
     if (caller && caller->has_limits && caller->targets && caller->nlayers == p->nlayers) {
         bool *t = malloc((p->nlayers ? p->nlayers : 1) * sizeof(*t));
         if (!t) {
-            adapter_profile_free(&p);
+            profile_free(&p);
             return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
         }
         memcpy(t, caller->targets, p->nlayers * sizeof(*t));
@@ -507,8 +410,7 @@ static int working_profile(const struct sf_state *st, const struct model *m,
 
 /* Re-stages one entry into *out (NULL for the base model). */
 static int stage_entry(const struct sf_entry *e, int adapter_dirfd, const struct model *m,
-                       struct adapter_profile **work, struct snapshot **out,
-                       struct lorad_error *err)
+                       struct profile **work, struct snapshot **out, struct lorad_error *err)
 {
     struct adapter_stage_args a = {
         .adapter_dirfd = adapter_dirfd,
@@ -517,26 +419,25 @@ static int stage_entry(const struct sf_entry *e, int adapter_dirfd, const struct
         .model = m,
         .profile = *work,
     };
-    struct adapter_profile *completed = NULL;
+    struct profile *completed = NULL;
     char prefix[SNAPSHOT_NAME_MAX + 64];
     int rc;
 
     *out = NULL;
     if (!e->name)
         return 0;
-    rc = *work ? 0 : adapter_profile_from_config(m, 0, NULL, 0, work, err);
+    rc = *work ? 0 : profile_from_config(m, 0, NULL, 0, work, err);
     a.profile = *work;
     if (rc == 0)
         rc = adapter_stage(&a, out, &completed, err);
     if (rc < 0) {
-        snprintf(prefix, sizeof(prefix), "adapter %s (version %" PRIu64 ")", e->name,
-                 e->version);
+        snprintf(prefix, sizeof(prefix), "adapter %s (version %" PRIu64 ")", e->name, e->version);
         lorad_error_prefix(err, prefix);
         *out = NULL;
         return rc;
     }
     if (completed) {
-        adapter_profile_free(work);
+        profile_free(work);
         *work = completed;
     }
     (*out)->version = e->version;
@@ -560,7 +461,7 @@ static void staged_free(struct staged *sg)
 }
 
 static int stage_all(const struct sf_state *st, int adapter_dirfd, const struct model *m,
-                     size_t history_max, struct adapter_profile **work, struct staged *sg,
+                     size_t history_max, struct profile **work, struct staged *sg,
                      struct lorad_error *err)
 {
     size_t n = st->nhistory < history_max ? st->nhistory : history_max;
@@ -585,12 +486,11 @@ static int stage_all(const struct sf_state *st, int adapter_dirfd, const struct 
 
 enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
                                           const struct model *m, struct serving *s,
-                                          struct adapter_profile **profile,
-                                          struct lorad_error *err)
+                                          struct profile **profile, struct lorad_error *err)
 {
     struct sf_state st = {0};
     struct staged sg = {0};
-    struct adapter_profile *work = NULL;
+    struct profile *work = NULL;
     cJSON *root = NULL;
     char *text = NULL;
     size_t len = 0;
@@ -620,14 +520,14 @@ enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
         lorad_error_prefix(err, prefix);
         goto fail;
     }
-    serving_restore(s, sg.stable, sg.canary, st.canary_bp, sg.history, sg.nhistory,
-                    st.generation, st.next_version);
+    serving_restore(s, sg.stable, sg.canary, st.canary_bp, sg.history, sg.nhistory, st.generation,
+                    st.next_version);
     free(sg.history);
     if (profile && work) {
-        adapter_profile_free(profile);
+        profile_free(profile);
         *profile = work;
     } else {
-        adapter_profile_free(&work);
+        profile_free(&work);
     }
     free(st.history);
     cJSON_Delete(root);
@@ -635,7 +535,7 @@ enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
     return STATEFILE_RESTORED;
 fail:
     staged_free(&sg);
-    adapter_profile_free(&work);
+    profile_free(&work);
     if (st.has_floor)
         serving_restore(s, NULL, NULL, 0, NULL, 0,
                         st.has_generation ? st.generation : serving_current(s)->generation,

@@ -31,13 +31,15 @@
 
 /* The serving state as JSON text, malloc'd (caller frees), or NULL on
  * out-of-memory. `profile` may be NULL (none yet). Writer thread. */
-char *statefile_render(const struct serving *s, const struct adapter_profile *profile,
+char *statefile_render(const struct serving *s, const struct profile *profile,
                        const struct model *m);
 
-/* Atomically replaces `path` with `text` (write "<path>.tmp", fsync,
- * rename, fsync of the directory). LORAD_E_INTERNAL with errno text on
- * failure (the old file is left intact). Any thread, but writes to one path
- * must be serialised by the caller (they share the temp name). */
+/* Atomically replaces `path` with `text`, mode 0600 (fileio_write_atomic:
+ * write "<path>.tmp", fsync, rename, fsync of the directory).
+ * LORAD_E_INTERNAL on failure, the message naming the path, the failed step
+ * and the errno text (the old file is left intact). Any thread, but writes
+ * to one path must be serialised by the caller (they share the temp
+ * name). */
 int statefile_write(const char *path, const char *text, size_t len, struct lorad_error *err);
 
 /* Result of a restore attempt. */
@@ -58,7 +60,6 @@ enum statefile_restored {
  * versions are never reissued. */
 enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
                                           const struct model *m, struct serving *s,
-                                          struct adapter_profile **profile,
-                                          struct lorad_error *err);
+                                          struct profile **profile, struct lorad_error *err);
 
 #endif

@@ -48,7 +48,7 @@ struct fixture {
     struct model *m;
     double *W[NL]; /* [out][in] */
     double *b[NL];
-    struct adapter_profile *empty; /* fully partial profile */
+    struct profile *empty; /* fully partial profile */
     uint64_t rng;
 };
 static struct fixture F;
@@ -120,14 +120,14 @@ static void setup(void)
     free(mdir);
     F.adirfd = open(F.adir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ck_assert_int_ge(F.adirfd, 0);
-    ck_assert_int_eq(adapter_profile_from_config(F.m, 0, NULL, 0, &F.empty, &err), 0);
+    ck_assert_int_eq(profile_from_config(F.m, 0, NULL, 0, &F.empty, &err), 0);
 }
 
 static void teardown(void)
 {
     close(F.adirfd);
     model_free(&F.m);
-    adapter_profile_free(&F.empty);
+    profile_free(&F.empty);
     for (int l = 0; l < NL; l++) {
         free(F.W[l]);
         free(F.b[l]);
@@ -248,8 +248,8 @@ static void ranked(const char *name, const char *extra, int r, double alpha, con
 
 /* ---- staging helpers ---- */
 
-static int stage(const char *name, const struct adapter_profile *p, const char *sha,
-                 struct snapshot **snap, struct adapter_profile **pout, struct lorad_error *err)
+static int stage(const char *name, const struct profile *p, const char *sha,
+                 struct snapshot **snap, struct profile **pout, struct lorad_error *err)
 {
     struct adapter_stage_args args = {F.adirfd, name, sha, F.m, p ? p : F.empty};
     memset(err, 0, sizeof(*err));
@@ -258,11 +258,11 @@ static int stage(const char *name, const struct adapter_profile *p, const char *
 
 /* Stages and expects `code` with every NULL-terminated substring in the
  * message. */
-static void expect_err(const char *name, const struct adapter_profile *p, const char *sha, int code,
+static void expect_err(const char *name, const struct profile *p, const char *sha, int code,
                        ...)
 {
     struct snapshot *snap = (struct snapshot *)1;
-    struct adapter_profile *pout = (struct adapter_profile *)1;
+    struct profile *pout = (struct profile *)1;
     struct lorad_error err;
     va_list ap;
     const char *sub;
@@ -280,11 +280,11 @@ static void expect_err(const char *name, const struct adapter_profile *p, const 
     va_end(ap);
 }
 
-static struct snapshot *expect_ok(const char *name, const struct adapter_profile *p,
-                                  const char *sha, struct adapter_profile **pout)
+static struct snapshot *expect_ok(const char *name, const struct profile *p,
+                                  const char *sha, struct profile **pout)
 {
     struct snapshot *snap = NULL;
-    struct adapter_profile *po = NULL;
+    struct profile *po = NULL;
     struct lorad_error err;
     int rc = stage(name, p, sha, &snap, &po, &err);
 
@@ -293,25 +293,25 @@ static struct snapshot *expect_ok(const char *name, const struct adapter_profile
     if (pout)
         *pout = po;
     else
-        adapter_profile_free(&po);
+        profile_free(&po);
     return snap;
 }
 
 /* A profile completed from adapter `name` (staged against the empty one). */
-static struct adapter_profile *profile_of(const char *name)
+static struct profile *profile_of(const char *name)
 {
-    struct adapter_profile *p = NULL;
+    struct profile *p = NULL;
     struct snapshot *s = expect_ok(name, NULL, NULL, &p);
     snapshot_free(&s);
     ck_assert_ptr_nonnull(p);
     return p;
 }
 
-static struct adapter_profile *config_profile(int max_rank, const char *const *t, size_t n)
+static struct profile *config_profile(int max_rank, const char *const *t, size_t n)
 {
-    struct adapter_profile *p = NULL;
+    struct profile *p = NULL;
     struct lorad_error err = {0, ""};
-    ck_assert_int_eq(adapter_profile_from_config(F.m, max_rank, t, n, &p, &err), 0);
+    ck_assert_int_eq(profile_from_config(F.m, max_rank, t, n, &p, &err), 0);
     return p;
 }
 
@@ -549,7 +549,7 @@ static int no_openat2_checks(void)
                 {"nocfg", LORAD_E_INVALID_ADAPTER},
                 {"nope", LORAD_E_ADAPTER_NOT_FOUND}};
     struct snapshot *snap = NULL;
-    struct adapter_profile *pout = NULL;
+    struct profile *pout = NULL;
     struct lorad_error err;
 
     if (!deny_openat2())
@@ -557,7 +557,7 @@ static int no_openat2_checks(void)
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         int rc = stage(want[i].name, NULL, NULL, &snap, &pout, &err);
         snapshot_free(&snap);
-        adapter_profile_free(&pout);
+        profile_free(&pout);
         if (rc != want[i].code) {
             fprintf(stderr, "without openat2: %s: got %s (%s)\n", want[i].name, lorad_err_name(rc),
                     err.msg);
@@ -655,11 +655,11 @@ START_TEST(test_symlink_swap_consistent)
      * the check that NAME did not change, a torn pair shows up within a few
      * hundred flips */
     for (int i = 0; (i < 400 || atomic_load(&f.flips) < 1000) && seconds_since(&t0) < 2; i++) {
-        struct adapter_profile *pout = NULL;
+        struct profile *pout = NULL;
         struct lorad_error err;
         int rc = stage("cur", NULL, NULL, &s, &pout, &err);
 
-        adapter_profile_free(&pout);
+        profile_free(&pout);
         if (rc == 0) {
             ck_assert_msg((strcmp(s->sha256, sha1) == 0 && s->lora_alpha == 4) ||
                               (strcmp(s->sha256, sha2) == 0 && s->lora_alpha == 8),
@@ -873,9 +873,9 @@ START_TEST(test_invalid_config_fields)
            "\"(\\\\w+\\\\.)*proj{1}\": 2}",
            8, 4,
            (const int[NL]){2, 2, 3});
-    struct adapter_profile *okp = profile_of("okre");
+    struct profile *okp = profile_of("okre");
     ck_assert_int_eq(okp->max_rank, 3);
-    adapter_profile_free(&okp);
+    profile_free(&okp);
     /* r of the wrong type */
     struct ad a;
     ad_init(&a, "rstr", NULL, 2, 4);
@@ -930,7 +930,7 @@ END_TEST
 
 START_TEST(test_incompatible_config)
 {
-    struct adapter_profile *p;
+    struct profile *p;
 
     simple("first", "\"lora_dropout\": 0.1, \"alpha_pattern\": {\"head\": 3}", 2, 4, 3);
     p = profile_of("first");
@@ -954,7 +954,7 @@ START_TEST(test_incompatible_config)
            2, 4, 1);
     struct snapshot *s = expect_ok("same", p, NULL, NULL);
     snapshot_free(&s);
-    adapter_profile_free(&p);
+    profile_free(&p);
 
     simple("zero", NULL, 2, 4, 1);
     p = profile_of("zero");
@@ -962,14 +962,14 @@ START_TEST(test_incompatible_config)
            1);
     s = expect_ok("zero2", p, NULL, NULL);
     snapshot_free(&s);
-    adapter_profile_free(&p);
+    profile_free(&p);
 }
 END_TEST
 
 START_TEST(test_unknown_tensor_and_module)
 {
     struct ad a;
-    struct adapter_profile *p;
+    struct profile *p;
     const char *t0[] = {"layers.0.proj"};
 
     ad_init(&a, "ut", NULL, 2, 4);
@@ -1015,11 +1015,11 @@ START_TEST(test_unknown_tensor_and_module)
     simple("tgt_ok", NULL, 2, 4, 1);
     struct snapshot *s = expect_ok("tgt_ok", p, NULL, NULL);
     snapshot_free(&s);
-    adapter_profile_free(&p);
+    profile_free(&p);
     /* ... and from the first adapter */
     p = profile_of("tgt_ok");
     expect_err("tgt", p, NULL, LORAD_E_UNKNOWN_MODULE, "layers.1.proj", "head", NULL);
-    adapter_profile_free(&p);
+    profile_free(&p);
 }
 END_TEST
 
@@ -1085,14 +1085,14 @@ END_TEST
 
 START_TEST(test_rank_too_large)
 {
-    struct adapter_profile *p = config_profile(4, NULL, 0);
+    struct profile *p = config_profile(4, NULL, 0);
     struct snapshot *s;
 
     simple("big", NULL, 8, 8, 1);
     expect_err("big", p, NULL, LORAD_E_RANK_TOO_LARGE, "layers.0.proj", "8", "4", "max_rank", NULL);
     ranked("bigpat", "\"rank_pattern\": {\"head\": 5}", 2, 8, (const int[NL]){2, 0, 5});
     expect_err("bigpat", p, NULL, LORAD_E_RANK_TOO_LARGE, "head", "5", "max_rank", NULL);
-    adapter_profile_free(&p);
+    profile_free(&p);
     /* limit from the first adapter (its largest rank, rank_pattern included) */
     ranked("first", "\"rank_pattern\": {\"head\": 3}", 2, 8, (const int[NL]){2, 0, 3});
     p = profile_of("first");
@@ -1101,7 +1101,7 @@ START_TEST(test_rank_too_large)
     simple("small", NULL, 3, 8, 1);
     s = expect_ok("small", p, NULL, NULL);
     snapshot_free(&s);
-    adapter_profile_free(&p);
+    profile_free(&p);
 }
 END_TEST
 
@@ -1151,7 +1151,7 @@ END_TEST
 /* An adapter breaking two rules reports the earlier one. */
 START_TEST(test_order)
 {
-    struct adapter_profile *p4 = config_profile(4, NULL, 0), *pf;
+    struct profile *p4 = config_profile(4, NULL, 0), *pf;
     const char *wrong = "1111111111111111111111111111111111111111111111111111111111111111";
     struct ad a;
     double *v;
@@ -1207,8 +1207,8 @@ START_TEST(test_order)
     expect_err("o6", NULL, NULL, LORAD_E_UNSUPPORTED_DTYPE, NULL);
     /* forbidden name before everything */
     expect_err("../o6", NULL, wrong, LORAD_E_FORBIDDEN_NAME, NULL);
-    adapter_profile_free(&p4);
-    adapter_profile_free(&pf);
+    profile_free(&p4);
+    profile_free(&pf);
 }
 END_TEST
 
@@ -1334,7 +1334,7 @@ START_TEST(test_patterns_rslora_bias)
     struct ad a;
     struct ref_lora rl[NL] = {{0}};
     struct snapshot *s;
-    struct adapter_profile *pout = NULL;
+    struct profile *pout = NULL;
     /* "0.proj" matches layers.0.proj (first in file order), "proj" then
      * layers.1.proj; head keeps r; alpha_pattern "h.ad" is a regex. */
     const char *extra = "\"rank_pattern\": {\"0.proj\": 2, \"proj\": 3, \"xhead\": 7},"
@@ -1375,7 +1375,7 @@ START_TEST(test_patterns_rslora_bias)
     ck_assert_str_eq(pout->alpha_pattern[0].key, "h.ad");
     ck_assert(pout->alpha_pattern[0].value == 5);
     snapshot_free(&s);
-    adapter_profile_free(&pout);
+    profile_free(&pout);
     ad_free(&a);
 }
 END_TEST
@@ -1444,7 +1444,7 @@ END_TEST
 /* A rank smaller than the profile's max_rank serves at its real rank. */
 START_TEST(test_smaller_rank)
 {
-    struct adapter_profile *p = config_profile(16, NULL, 0);
+    struct profile *p = config_profile(16, NULL, 0);
     struct ad a;
     struct ref_lora rl[NL] = {{0}};
     struct snapshot *s;
@@ -1462,7 +1462,7 @@ START_TEST(test_smaller_rank)
     ck_assert_ptr_null(s->layers[1].lora);
     check_forward(s, rl, 16);
     snapshot_free(&s);
-    adapter_profile_free(&p);
+    profile_free(&p);
     ad_free(&a);
 }
 END_TEST
@@ -1542,7 +1542,7 @@ START_TEST(test_real_peft_adapter)
     struct tu_lora lo[DB_LAYERS];
     double *W[DB_LAYERS], *b[DB_LAYERS], *rep[4];
     struct model *m = NULL;
-    struct adapter_profile *prof = NULL, *pout = NULL;
+    struct profile *prof = NULL, *pout = NULL;
     struct snapshot *s = NULL;
     struct lorad_error err = {0, ""};
     uint64_t rng = 7;
@@ -1605,7 +1605,7 @@ START_TEST(test_real_peft_adapter)
 
     adfd = open(adir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ck_assert_int_ge(adfd, 0);
-    ck_assert_int_eq(adapter_profile_from_config(m, 0, NULL, 0, &prof, &err), 0);
+    ck_assert_int_eq(profile_from_config(m, 0, NULL, 0, &prof, &err), 0);
     struct adapter_stage_args args = {adfd, "imdb", NULL, m, prof};
     ck_assert_msg(adapter_stage(&args, &s, &pout, &err) == 0, "%s: %s", lorad_err_name(err.code),
                   err.msg);
@@ -1666,7 +1666,7 @@ START_TEST(test_real_peft_adapter)
 
     /* a second stage against the completed profile passes too */
     snapshot_free(&s);
-    struct adapter_profile *pout2 = NULL;
+    struct profile *pout2 = NULL;
     args.profile = pout;
     ck_assert_int_eq(adapter_stage(&args, &s, &pout2, &err), 0);
     ck_assert_ptr_null(pout2);
@@ -1689,8 +1689,8 @@ START_TEST(test_real_peft_adapter)
     free(xf);
     free(img);
     close(adfd);
-    adapter_profile_free(&prof);
-    adapter_profile_free(&pout);
+    profile_free(&prof);
+    profile_free(&pout);
     model_free(&m);
     tu_rmrf(root);
     free(root);
@@ -1705,7 +1705,7 @@ END_TEST
 START_TEST(test_profile_json_roundtrip)
 {
     const char *t[] = {"layers.0.proj", "head"};
-    struct adapter_profile *p = config_profile(8, t, 2), *q = NULL, *d;
+    struct profile *p = config_profile(8, t, 2), *q = NULL, *d;
     struct lorad_error err = {0, ""};
     cJSON *j, *j2;
     char *s1, *s2;
@@ -1718,7 +1718,7 @@ START_TEST(test_profile_json_roundtrip)
     p->alpha_pattern = calloc(1, sizeof(*p->alpha_pattern));
     p->alpha_pattern[0].key = strdup("h.ad");
     p->alpha_pattern[0].value = 3.5;
-    j = adapter_profile_to_json(p, F.m);
+    j = profile_to_json(p, F.m);
     ck_assert_ptr_nonnull(j);
     ck_assert_int_eq(cJSON_GetObjectItem(j, "max_rank")->valueint, 8);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "target_modules")), 2);
@@ -1729,16 +1729,16 @@ START_TEST(test_profile_json_roundtrip)
     ck_assert(cJSON_GetObjectItem(j, "lora_dropout")->valuedouble == 0.25);
     ck_assert(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "alpha_pattern"), "h.ad")->valuedouble ==
               3.5);
-    ck_assert_int_eq(adapter_profile_from_json(j, F.m, &q, &err), 0);
+    ck_assert_int_eq(profile_from_json(j, F.m, &q, &err), 0);
     ck_assert(q->has_limits && q->has_fields && q->max_rank == 8 && q->use_rslora);
     ck_assert(q->targets[0] && !q->targets[1] && q->targets[2]);
-    j2 = adapter_profile_to_json(q, F.m);
+    j2 = profile_to_json(q, F.m);
     s1 = cJSON_PrintUnformatted(j);
     s2 = cJSON_PrintUnformatted(j2);
     ck_assert_str_eq(s1, s2);
-    d = adapter_profile_dup(q);
+    d = profile_dup(q);
     cJSON_Delete(j2);
-    j2 = adapter_profile_to_json(d, F.m);
+    j2 = profile_to_json(d, F.m);
     free(s2);
     s2 = cJSON_PrintUnformatted(j2);
     ck_assert_str_eq(s1, s2);
@@ -1746,50 +1746,50 @@ START_TEST(test_profile_json_roundtrip)
     free(s2);
     cJSON_Delete(j);
     cJSON_Delete(j2);
-    adapter_profile_free(&q);
-    adapter_profile_free(&d);
+    profile_free(&q);
+    profile_free(&d);
     ck_assert_ptr_null(d);
 
     /* a fully partial profile is null and comes back partial */
-    j = adapter_profile_to_json(F.empty, F.m);
+    j = profile_to_json(F.empty, F.m);
     ck_assert(cJSON_IsNull(j));
-    ck_assert_int_eq(adapter_profile_from_json(j, F.m, &q, &err), 0);
+    ck_assert_int_eq(profile_from_json(j, F.m, &q, &err), 0);
     ck_assert(!q->has_limits && !q->has_fields && !q->has_max_rank && !q->has_targets);
     cJSON_Delete(j);
-    adapter_profile_free(&q);
+    profile_free(&q);
     /* limits only from config (max_rank without target_modules) */
-    adapter_profile_free(&p);
+    profile_free(&p);
     p = config_profile(4, NULL, 0);
-    j = adapter_profile_to_json(p, F.m);
+    j = profile_to_json(p, F.m);
     ck_assert(cJSON_IsNull(cJSON_GetObjectItem(j, "target_modules")));
-    ck_assert_int_eq(adapter_profile_from_json(j, F.m, &q, &err), 0);
+    ck_assert_int_eq(profile_from_json(j, F.m, &q, &err), 0);
     ck_assert(q->has_max_rank && !q->has_targets && q->max_rank == 4);
     cJSON_Delete(j);
-    adapter_profile_free(&q);
-    adapter_profile_free(&p);
+    profile_free(&q);
+    profile_free(&p);
     /* errors */
     j = cJSON_Parse("{\"max_rank\": 4, \"target_modules\": [\"nope\"]}");
-    ck_assert_int_eq(adapter_profile_from_json(j, F.m, &q, &err), LORAD_E_INVALID_CONFIG);
+    ck_assert_int_eq(profile_from_json(j, F.m, &q, &err), LORAD_E_INVALID_CONFIG);
     ck_assert_ptr_null(q);
     cJSON_Delete(j);
     j = cJSON_Parse("{\"max_rank\": \"4\"}");
-    ck_assert_int_eq(adapter_profile_from_json(j, F.m, &q, &err), LORAD_E_INVALID_CONFIG);
+    ck_assert_int_eq(profile_from_json(j, F.m, &q, &err), LORAD_E_INVALID_CONFIG);
     cJSON_Delete(j);
     const char *bad[] = {"layers.9.proj"};
-    ck_assert_int_eq(adapter_profile_from_config(F.m, 0, bad, 1, &q, &err), LORAD_E_INVALID_CONFIG);
+    ck_assert_int_eq(profile_from_config(F.m, 0, bad, 1, &q, &err), LORAD_E_INVALID_CONFIG);
     ck_assert_ptr_nonnull(strstr(err.msg, "layers.9.proj"));
     /* PEFT-style suffix names in target_modules */
     const char *suf[] = {"proj"};
     p = config_profile(0, suf, 1);
     ck_assert(p->targets[0] && p->targets[1] && !p->targets[2] && p->has_targets);
     ck_assert(!p->has_limits);
-    adapter_profile_free(&p);
+    profile_free(&p);
 }
 END_TEST
 
 START_TEST(test_describe_all)
 {
-    struct adapter_profile *p = config_profile(2, NULL, 0);
+    struct profile *p = config_profile(2, NULL, 0);
     cJSON *arr, *e;
     char *f;
 
@@ -1817,7 +1817,7 @@ START_TEST(test_describe_all)
     ck_assert(cJSON_GetObjectItem(e, "lora_alpha")->valuedouble == 4);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(e, "layers")), 2);
     cJSON_Delete(arr);
-    adapter_profile_free(&p);
+    profile_free(&p);
 }
 END_TEST
 

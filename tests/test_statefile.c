@@ -42,7 +42,7 @@ struct fixture {
     char *root, *adir, *state;
     int adirfd;
     struct model *m;
-    struct adapter_profile *profile; /* the daemon's current profile */
+    struct profile *profile; /* the daemon's current profile */
     uint64_t rng;
 };
 static struct fixture F;
@@ -129,14 +129,14 @@ static void setup(void)
         write_adapter(ADAPTERS[i]);
     F.adirfd = open(F.adir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ck_assert_int_ge(F.adirfd, 0);
-    ck_assert_int_eq(adapter_profile_from_config(F.m, 0, NULL, 0, &F.profile, &err), 0);
+    ck_assert_int_eq(profile_from_config(F.m, 0, NULL, 0, &F.profile, &err), 0);
 }
 
 static void teardown(void)
 {
     close(F.adirfd);
     model_free(&F.m);
-    adapter_profile_free(&F.profile);
+    profile_free(&F.profile);
     tu_rmrf(F.root);
     free(F.root);
     free(F.adir);
@@ -150,13 +150,13 @@ static struct snapshot *stage(const char *name)
 {
     struct adapter_stage_args a = {F.adirfd, name, NULL, F.m, F.profile};
     struct snapshot *snap = NULL;
-    struct adapter_profile *done = NULL;
+    struct profile *done = NULL;
     struct lorad_error err = {0, ""};
     int rc = adapter_stage(&a, &snap, &done, &err);
 
     ck_assert_msg(rc == 0, "stage %s: %s", name, err.msg);
     if (done) {
-        adapter_profile_free(&F.profile);
+        profile_free(&F.profile);
         F.profile = done;
     }
     return snap;
@@ -190,21 +190,21 @@ static char *save(const struct serving *s)
 
 /* Restores F.state into a fresh serving (history 4) with a fresh partial
  * profile (as the daemon passes its config profile). */
-static enum statefile_restored restore(struct serving **out, struct adapter_profile **pout,
+static enum statefile_restored restore(struct serving **out, struct profile **pout,
                                        struct lorad_error *err)
 {
-    struct adapter_profile *p = NULL;
+    struct profile *p = NULL;
     enum statefile_restored r;
 
     *out = serving_new(4);
     ck_assert_ptr_nonnull(*out);
-    ck_assert_int_eq(adapter_profile_from_config(F.m, 0, NULL, 0, &p, err), 0);
+    ck_assert_int_eq(profile_from_config(F.m, 0, NULL, 0, &p, err), 0);
     memset(err, 0, sizeof(*err));
     r = statefile_restore(F.state, F.adirfd, F.m, *out, &p, err);
     if (pout)
         *pout = p;
     else
-        adapter_profile_free(&p);
+        profile_free(&p);
     return r;
 }
 
@@ -278,7 +278,7 @@ static void expect_failed_empty(uint64_t floor, uint64_t generation, const char 
 START_TEST(test_roundtrip_full)
 {
     struct serving *s = serving_new(4), *s2 = NULL;
-    struct adapter_profile *p2 = NULL;
+    struct profile *p2 = NULL;
     struct lorad_error err;
     const struct serving_view *v, *v2;
     cJSON *j, *pj1, *pj2;
@@ -324,8 +324,8 @@ START_TEST(test_roundtrip_full)
     ck_assert_ptr_null(serving_history_at(s2, 1)); /* the base model */
 
     /* The profile round-trips. */
-    pj1 = adapter_profile_to_json(F.profile, F.m);
-    pj2 = adapter_profile_to_json(p2, F.m);
+    pj1 = profile_to_json(F.profile, F.m);
+    pj2 = profile_to_json(p2, F.m);
     ck_assert_ptr_nonnull(pj1);
     ck_assert_ptr_nonnull(pj2);
     ck_assert(cJSON_IsObject(pj1));
@@ -345,7 +345,7 @@ START_TEST(test_roundtrip_full)
         ck_assert_uint_gt(nv, serving_next_version(s) - 1);
         ck_assert_uint_ge(nv, floor);
     }
-    adapter_profile_free(&p2);
+    profile_free(&p2);
     free(text);
     done(&s2);
     done(&s);
@@ -415,7 +415,7 @@ START_TEST(test_base_model_entries)
 
     /* A fresh state: base stable, no history, no profile yet. */
     {
-        struct adapter_profile *keep = F.profile;
+        struct profile *keep = F.profile;
         F.profile = NULL;
         text = save(s);
         F.profile = keep;
@@ -525,7 +525,7 @@ END_TEST
 START_TEST(test_no_file)
 {
     struct serving *s = serving_new(4);
-    struct adapter_profile *p = F.profile;
+    struct profile *p = F.profile;
     struct lorad_error err = {0, ""};
     const struct serving_view *v;
     uint64_t gen, nv;
@@ -864,7 +864,7 @@ END_TEST
 START_TEST(test_profile_restored)
 {
     struct serving *s = serving_new(4), *s2;
-    struct adapter_profile *p2 = NULL;
+    struct profile *p2 = NULL;
     struct lorad_error err = {0, ""};
     cJSON *a, *b;
 
@@ -874,15 +874,15 @@ START_TEST(test_profile_restored)
     ck_assert_int_eq(statefile_restore(F.state, F.adirfd, F.m, s2, &p2, &err),
                      STATEFILE_RESTORED);
     ck_assert_ptr_nonnull(p2);
-    a = adapter_profile_to_json(F.profile, F.m);
-    b = adapter_profile_to_json(p2, F.m);
+    a = profile_to_json(F.profile, F.m);
+    b = profile_to_json(p2, F.m);
     ck_assert(cJSON_IsObject(a));
     ck_assert_msg(cJSON_Compare(a, b, true), "profile differs");
     ck_assert(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(b, "lora_dropout")));
     ck_assert(cJSON_GetObjectItemCaseSensitive(b, "lora_dropout")->valuedouble == 0.05);
     cJSON_Delete(a);
     cJSON_Delete(b);
-    adapter_profile_free(&p2);
+    profile_free(&p2);
     done(&s2);
     done(&s);
 }

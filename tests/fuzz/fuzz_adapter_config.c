@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char root[256];
 static int adir = -1;
 static struct model *M;
-static struct adapter_profile *P_partial, *P_config;
+static struct profile *P_partial, *P_config;
 
 static void cleanup(void)
 {
@@ -128,9 +128,9 @@ static void setup(void)
         if (!L->weight || !L->bias)
             die("calloc", NULL);
     }
-    if (adapter_profile_from_config(M, 0, NULL, 0, &P_partial, &err))
+    if (profile_from_config(M, 0, NULL, 0, &P_partial, &err))
         die("partial profile", &err);
-    if (adapter_profile_from_config(M, 4, targets, 2, &P_config, &err))
+    if (profile_from_config(M, 4, targets, 2, &P_config, &err))
         die("config profile", &err);
     snprintf(path, sizeof(path), "%s/adapters", root);
     adir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -138,13 +138,13 @@ static void setup(void)
         die("open adapters", NULL);
 }
 
-static int stage(const char *name, const struct adapter_profile *p,
-                 struct adapter_profile **completed)
+static int stage(const char *name, const struct profile *p,
+                 struct profile **completed)
 {
     struct adapter_stage_args a = {adir, name, NULL, M, p};
     struct lorad_error err = {0};
     struct snapshot *s = NULL;
-    struct adapter_profile *po = NULL;
+    struct profile *po = NULL;
     int rc = adapter_stage(&a, &s, &po, &err);
 
     if (getenv("FUZZ_VERBOSE")) /* for checking what the seeds reach */
@@ -162,7 +162,7 @@ static int stage(const char *name, const struct adapter_profile *p,
     if (completed)
         *completed = po;
     else
-        adapter_profile_free(&po);
+        profile_free(&po);
     return rc;
 }
 
@@ -178,7 +178,7 @@ static void write_config(const char *name, const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct adapter_profile *done = NULL;
+    struct profile *done = NULL;
 
     if (adir < 0)
         setup();
@@ -187,7 +187,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (stage("a", done, NULL) != 0)
             __builtin_trap(); /* must be compatible with the profile it made */
     }
-    adapter_profile_free(&done);
+    profile_free(&done);
     stage("a", P_config, NULL);
     write_config("d", data, size);
     stage("d", P_partial, NULL);
