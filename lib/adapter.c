@@ -7,9 +7,9 @@
  * failing step is the error reported: name (directory and file opening,
  * confined beneath adapter_dir by confine.c), checksum (digest.c and its
  * memo), files and safetensors validity, config (peft_type and field types
- * by peftcfg.c, the compared fields by profile.c), tensor names and shapes,
- * ranks, dtypes, values (conversion to f32 and the finiteness check in one
- * pass), then DoRA norms.
+ * by peftcfg.c, the compared fields by profile.c), tensor names (the key
+ * forms of peftkey.c) and shapes, ranks, dtypes, values (conversion to f32
+ * and the finiteness check in one pass, weights.c), then DoRA norms.
  *
  * Confinement is to adapter_dir, not to each adapter's own directory: the
  * directory is opened as "NAME" and its files as "NAME/FILE", all relative
@@ -44,11 +44,12 @@
 #include "digest.h"
 #include "fileio.h"
 #include "peftcfg.h"
+#include "peftkey.h"
 #include "safetensors.h"
+#include "weights.h"
 
 #define MODEL_FILE "adapter_model.safetensors"
 #define PICKLE_FILE "adapter_model.bin"
-#define KEY_PREFIX "base_model.model."
 #define CONFIG_MAX_BYTES (4u << 20)
 
 /* ---- names ---- */
@@ -100,10 +101,8 @@ int adapter_open_dir(int adapter_dirfd, const char *name, int *dirfd_out, struct
 
 /* ---- the staging pipeline ---- */
 
-enum tkind { TK_A, TK_B, TK_BIAS_B, TK_MAG, TK_W, TK_BIAS };
-
 struct plan_layer {
-    const struct st_tensor *t[6]; /* by enum tkind */
+    const struct st_tensor *t[PEFTKEY_KINDS]; /* by kind */
     int rank;
     double alpha;
     double scaling;
@@ -329,55 +328,6 @@ static int stage_compat(struct stage *s)
     return profile_check_fields(s->a->profile, s->cfg, s->err);
 }
 
-static bool ends_with(const char *s, size_t len, const char *suffix, size_t *stem)
-{
-    size_t n = strlen(suffix);
-
-    if (len <= n || memcmp(s + len - n, suffix, n) != 0)
-        return false;
-    *stem = len - n;
-    return true;
-}
-
-/* Splits a tensor key into (layer stem, kind). Returns false for a key of
- * no known form. */
-static bool classify(const char *key, const char **stem, size_t *stem_len, enum tkind *kind)
-{
-    static const struct {
-        const char *suffix;
-        enum tkind kind;
-    } lora[] = {
-        {".lora_A.weight", TK_A},           {".lora_B.weight", TK_B},
-        {".lora_B.bias", TK_BIAS_B},        {".lora_magnitude_vector.weight", TK_MAG},
-        {".lora_magnitude_vector", TK_MAG},
-    };
-    size_t len, n;
-
-    if (strncmp(key, KEY_PREFIX, strlen(KEY_PREFIX)) == 0)
-        key += strlen(KEY_PREFIX);
-    len = strlen(key);
-    *stem = key;
-    for (size_t i = 0; i < sizeof(lora) / sizeof(lora[0]); i++)
-        if (ends_with(key, len, lora[i].suffix, &n)) {
-            *stem_len = n;
-            *kind = lora[i].kind;
-            return true;
-        }
-    if (strstr(key, ".lora_") || strncmp(key, "lora_", 5) == 0)
-        return false;
-    if (ends_with(key, len, ".weight", &n)) {
-        *stem_len = n;
-        *kind = TK_W;
-        return true;
-    }
-    if (ends_with(key, len, ".bias", &n)) {
-        *stem_len = n;
-        *kind = TK_BIAS;
-        return true;
-    }
-    return false;
-}
-
 /* A growing comma-separated list, truncated to fit an error message. */
 struct namelist {
     char buf[224];
@@ -425,10 +375,10 @@ static int stage_names(struct stage *s)
         const struct st_tensor *t = st_get(s->st, i);
         const char *st_name;
         size_t sl;
-        enum tkind k;
+        enum peftkey_kind k;
         int idx;
 
-        if (!classify(t->name, &st_name, &sl, &k)) {
+        if (!peftkey_parse(t->name, &st_name, &sl, &k)) {
             namelist_add(&unknown_t, t->name, strlen(t->name));
             continue;
         }
@@ -443,7 +393,7 @@ static int stage_names(struct stage *s)
             namelist_add(&missing, stem, sl);
             continue;
         }
-        if (k <= TK_MAG && targets_known && !p->targets[idx])
+        if (k <= PEFTKEY_MAG && targets_known && !p->targets[idx])
             namelist_add(&untargeted, stem, sl);
         if (s->plan[idx].t[k])
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
@@ -476,29 +426,29 @@ static int stage_pairing(struct stage *s)
     for (size_t l = 0; l < s->m->nlayers; l++) {
         const struct plan_layer *pl = &s->plan[l];
         const char *name = s->m->layers[l].name;
-        bool a = pl->t[TK_A], b = pl->t[TK_B];
+        bool a = pl->t[PEFTKEY_A], b = pl->t[PEFTKEY_B];
 
         if (a != b)
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER, "layer %s: %s without %s", name,
                                    a ? "lora_A.weight" : "lora_B.weight",
                                    a ? "lora_B.weight" : "lora_A.weight");
-        if (!a && (pl->t[TK_BIAS_B] || pl->t[TK_MAG]))
+        if (!a && (pl->t[PEFTKEY_B_BIAS] || pl->t[PEFTKEY_MAG]))
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
                                    "layer %s: %s without lora_A.weight and lora_B.weight", name,
-                                   pl->t[TK_MAG] ? "lora_magnitude_vector" : "lora_B.bias");
-        if (a && s->cfg->use_dora && !pl->t[TK_MAG])
+                                   pl->t[PEFTKEY_MAG] ? "lora_magnitude_vector" : "lora_B.bias");
+        if (a && s->cfg->use_dora && !pl->t[PEFTKEY_MAG])
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
                                    "layer %s: use_dora is true but lora_magnitude_vector (DoRA "
                                    "magnitude) is missing",
                                    name);
-        if (pl->t[TK_MAG] && !s->cfg->use_dora)
+        if (pl->t[PEFTKEY_MAG] && !s->cfg->use_dora)
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
                                    "tensor %s: a DoRA magnitude but use_dora is false",
-                                   pl->t[TK_MAG]->name);
-        if (pl->t[TK_BIAS_B] && !s->cfg->lora_bias)
+                                   pl->t[PEFTKEY_MAG]->name);
+        if (pl->t[PEFTKEY_B_BIAS] && !s->cfg->lora_bias)
             return lorad_error_set(s->err, LORAD_E_INVALID_ADAPTER,
                                    "tensor %s: a lora_B bias but lora_bias is false",
-                                   pl->t[TK_BIAS_B]->name);
+                                   pl->t[PEFTKEY_B_BIAS]->name);
     }
     return 0;
 }
@@ -553,7 +503,7 @@ static int stage_shapes(struct stage *s)
         const struct model_layer *L = &s->m->layers[l];
         struct plan_layer *pl = &s->plan[l];
         uint64_t in = (uint64_t)L->in_features, out = (uint64_t)L->out_features;
-        const struct st_tensor *A = pl->t[TK_A], *B = pl->t[TK_B], *W = pl->t[TK_W];
+        const struct st_tensor *A = pl->t[PEFTKEY_A], *B = pl->t[PEFTKEY_B], *W = pl->t[PEFTKEY_W];
         int rc;
 
         if (A) {
@@ -567,17 +517,17 @@ static int stage_shapes(struct stage *s)
             if (B->shape[1] != (uint64_t)pl->rank)
                 return rank_mismatch(s, B, B->shape[1], l);
         }
-        if ((rc = want_shape(s, pl->t[TK_BIAS_B], 1, out, 0, l)) < 0 ||
-            (rc = want_shape(s, pl->t[TK_MAG], 1, out, 0, l)) < 0)
+        if ((rc = want_shape(s, pl->t[PEFTKEY_B_BIAS], 1, out, 0, l)) < 0 ||
+            (rc = want_shape(s, pl->t[PEFTKEY_MAG], 1, out, 0, l)) < 0)
             return rc;
         if (W && (rc = L->fan_in_fan_out ? want_shape(s, W, 2, in, out, l)
                                          : want_shape(s, W, 2, out, in, l)) < 0)
             return rc;
-        if (pl->t[TK_BIAS] && !L->has_bias)
+        if (pl->t[PEFTKEY_BIAS] && !L->has_bias)
             return lorad_error_set(s->err, LORAD_E_SHAPE_MISMATCH,
-                                   "tensor %s: layer %s has no bias", pl->t[TK_BIAS]->name,
+                                   "tensor %s: layer %s has no bias", pl->t[PEFTKEY_BIAS]->name,
                                    L->name);
-        if ((rc = want_shape(s, pl->t[TK_BIAS], 1, out, 0, l)) < 0)
+        if ((rc = want_shape(s, pl->t[PEFTKEY_BIAS], 1, out, 0, l)) < 0)
             return rc;
     }
     return 0;
@@ -591,7 +541,7 @@ static int stage_ranks(struct stage *s)
     bool any = false;
 
     for (size_t l = 0; l < s->m->nlayers; l++) {
-        if (!s->plan[l].t[TK_A])
+        if (!s->plan[l].t[PEFTKEY_A])
             continue;
         any = true;
         s->lora[l] = true;
@@ -623,54 +573,6 @@ static int stage_dtypes(struct stage *s)
     return 0;
 }
 
-/* 1 when any of the n f32 bit patterns at u is an infinity or a NaN. A
- * fixed-count inner loop, so that -O2 vectorizes it. */
-static uint32_t any_non_finite(const uint32_t *u, size_t n)
-{
-    enum { LANES = 16 };
-    uint32_t bad = 0;
-    size_t i = 0;
-
-    for (; i + LANES <= n; i += LANES)
-        for (size_t k = 0; k < LANES; k++)
-            bad |= (uint32_t)((u[i + k] & 0x7f800000u) == 0x7f800000u);
-    for (; i < n; i++)
-        bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
-    return bad;
-}
-
-/* Converts t to f32 into dst and checks every value is finite, in one pass
- * for F32. Returns 0, LORAD_E_NON_FINITE_WEIGHTS or the conversion error. */
-static int convert_finite(struct stage *s, const struct st_tensor *t, float *dst)
-{
-    uint32_t bad = 0;
-    int rc;
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (t->dtype == ST_F32) {
-        /* copy a cache-sized block, then scan it while it is hot */
-        enum { BLOCK = 8192 };
-        for (size_t b = 0; b < t->nelems; b += BLOCK) {
-            size_t n = t->nelems - b < BLOCK ? t->nelems - b : BLOCK;
-            memcpy(dst + b, t->data + 4 * b, 4 * n);
-            bad |= any_non_finite((const uint32_t *)(void *)(dst + b), n);
-        }
-        goto done;
-    }
-#endif
-    if ((rc = st_to_f32(t, dst, s->err)) < 0)
-        return rc;
-    for (size_t i = 0; i < t->nelems; i++)
-        bad |= (uint32_t)!isfinite(dst[i]);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-done:
-#endif
-    if (bad)
-        return lorad_error_set(s->err, LORAD_E_NON_FINITE_WEIGHTS,
-                               "tensor %s holds a non-finite value (NaN or infinity)", t->name);
-    return 0;
-}
-
 /* Allocates and converts one tensor into *out (bytes accounted). */
 static int take(struct stage *s, const struct st_tensor *t, float **out)
 {
@@ -681,49 +583,23 @@ static int take(struct stage *s, const struct st_tensor *t, float **out)
         !(*out = malloc((t->nelems ? t->nelems : 1) * sizeof(float))))
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     s->snap->bytes += t->nelems * sizeof(float);
-    return convert_finite(s, t, *out);
+    return weights_to_f32(t, *out, s->err);
 }
 
-/* DoRA: dora_scale[o] = m[o] / ||W_o + s (B A)_o||_2, in double. */
-static int dora_scale(struct stage *s, size_t l, const float *mag)
+/* DoRA: layer l's magnitudes in dora_scale become its row scales. */
+static int dora_scale(struct stage *s, size_t l)
 {
     const struct model_layer *L = &s->m->layers[l];
-    struct snapshot_layer *sl = &s->snap->layers[l];
-    struct snapshot_lora *lo = sl->lora;
-    const float *W = sl->weight ? sl->weight : L->weight;
-    const size_t in = (size_t)L->in_features, out = (size_t)L->out_features;
-    const size_t r = (size_t)lo->rank;
-    const double sc = s->plan[l].scaling;
-    double *row = malloc((in ? in : 1) * sizeof(*row));
+    const struct snapshot_layer *sl = &s->snap->layers[l];
+    const struct weights_dora d = {.A = sl->lora->A,
+                                   .B = sl->lora->B,
+                                   .W = sl->weight ? sl->weight : L->weight,
+                                   .rank = (size_t)sl->lora->rank,
+                                   .in = (size_t)L->in_features,
+                                   .out = (size_t)L->out_features,
+                                   .scaling = s->plan[l].scaling};
 
-    if (!row)
-        return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
-    for (size_t o = 0; o < out; o++) {
-        double norm = 0.0, v;
-        for (size_t i = 0; i < in; i++)
-            row[i] = 0.0;
-        for (size_t k = 0; k < r; k++) {
-            const double b = lo->B[o * r + k];
-            const float *a = lo->A + k * in;
-            for (size_t i = 0; i < in; i++)
-                row[i] += b * a[i];
-        }
-        for (size_t i = 0; i < in; i++) {
-            const double w = (double)W[i * out + o] + sc * row[i]; /* W is [in][out] */
-            norm += w * w;
-        }
-        v = mag[o] / sqrt(norm);
-        if (!isfinite(v) || !isfinite((float)v)) {
-            free(row);
-            return lorad_error_set(s->err, LORAD_E_NON_FINITE_WEIGHTS,
-                                   "layer %s: DoRA scale of output row %zu is not finite "
-                                   "(weight norm %g)",
-                                   L->name, o, sqrt(norm));
-        }
-        lo->dora_scale[o] = (float)v;
-    }
-    free(row);
-    return 0;
+    return weights_dora_scale(&d, sl->lora->dora_scale, L->name, s->err);
 }
 
 static int stage_layer_values(struct stage *s, size_t l)
@@ -734,34 +610,29 @@ static int stage_layer_values(struct stage *s, size_t l)
     float *mag = NULL;
     int rc;
 
-    if ((rc = take(s, pl->t[TK_W], &sl->weight)) < 0 ||
-        (rc = take(s, pl->t[TK_BIAS], &sl->bias)) < 0)
+    if ((rc = take(s, pl->t[PEFTKEY_W], &sl->weight)) < 0 ||
+        (rc = take(s, pl->t[PEFTKEY_BIAS], &sl->bias)) < 0)
         return rc;
     /* held [in][out] like the model's (model.h) */
     if (sl->weight && !L->fan_in_fan_out &&
         model_weight_transpose(&sl->weight, L->out_features, L->in_features))
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
-    if (!pl->t[TK_A])
+    if (!pl->t[PEFTKEY_A])
         return 0;
     if (!(sl->lora = calloc(1, sizeof(*sl->lora))))
         return lorad_error_set(s->err, LORAD_E_INTERNAL, "out of memory");
     sl->lora->rank = pl->rank;
     sl->lora->alpha = pl->alpha;
     sl->lora->scaling = (float)pl->scaling;
-    if ((rc = take(s, pl->t[TK_A], &sl->lora->A)) < 0 ||
-        (rc = take(s, pl->t[TK_B], &sl->lora->B)) < 0 ||
-        (rc = take(s, pl->t[TK_BIAS_B], &sl->lora->bias_B)) < 0 ||
-        (rc = take(s, pl->t[TK_MAG], &mag)) < 0) {
+    if ((rc = take(s, pl->t[PEFTKEY_A], &sl->lora->A)) < 0 ||
+        (rc = take(s, pl->t[PEFTKEY_B], &sl->lora->B)) < 0 ||
+        (rc = take(s, pl->t[PEFTKEY_B_BIAS], &sl->lora->bias_B)) < 0 ||
+        (rc = take(s, pl->t[PEFTKEY_MAG], &mag)) < 0) {
         free(mag);
         return rc;
     }
-    if (mag) {
-        sl->lora->dora_scale = mag; /* overwritten in place, row by row */
-        rc = dora_scale(s, l, mag);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
+    sl->lora->dora_scale = mag; /* the magnitudes, overwritten in place, row by row */
+    return mag ? dora_scale(s, l) : 0;
 }
 
 /* Step 8: values, converted and checked, into the snapshot. */
@@ -933,7 +804,7 @@ static cJSON *describe_one(int adapter_dirfd, const char *name, const struct mod
     if (!(layers = cJSON_AddArrayToObject(o, "layers")))
         goto fail;
     for (size_t l = 0; s.plan && l < m->nlayers; l++)
-        if (s.plan[l].t[TK_A] &&
+        if (s.plan[l].t[PEFTKEY_A] &&
             !cJSON_AddItemToArray(layers, cJSON_CreateString(m->layers[l].name)))
             goto fail;
     if (!cJSON_AddBoolToObject(o, "compatible", rc == 0))

@@ -12,8 +12,10 @@
  *
  * The pieces it is built from have their own modules: confine.h opens the
  * files beneath adapter_dir, digest.h hashes (and remembers digests),
- * peftcfg.h parses adapter_config.json, profile.h holds the compatibility
- * profile, compares the config with it and completes a partial one.
+ * peftcfg.h parses adapter_config.json, peftkey.h knows the tensor key
+ * forms, weights.h converts and checks values and computes DoRA scales,
+ * profile.h holds the compatibility profile, compares the config with it
+ * and completes a partial one.
  * Staging against a partial profile returns the completed profile, which
  * the caller adopts when it commits.
  *

@@ -1,7 +1,7 @@
 /* lorad — safetensors.c: this file contains the defensive safetensors reader
- * (mmap + header validation, SPEC.md 2.3), the f16/bf16 conversions and the
- * small writer declared in safetensors.h (the file image built in memory,
- * then replaced atomically by fileio_write_atomic).
+ * (mmap + header validation, SPEC.md 2.3) and the conversion of a tensor's
+ * data to f32 (the 16-bit formats decoded by half.c). The writer is
+ * stwrite.c.
  *
  * Validation order (each step only runs once the previous one passed, so
  * no step ever looks at bytes the earlier ones have not vouched for):
@@ -34,12 +34,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fileio.h"
+#include "half.h"
 #include "jsontext.h"
 
-/* Largest integer a JSON number may carry here: beyond it a double (what
- * cJSON stores) no longer holds every integer exactly. */
-#define ST_MAX_JSON_INT 9007199254740991.0 /* 2^53 - 1 */
 /* Bytes of a tensor name quoted in an error message. */
 #define ST_NAME_QUOTE_MAX 80
 
@@ -885,73 +882,6 @@ const char *st_metadata(const struct st_file *f, const char *key)
 
 /* ---- conversions ---- */
 
-static float f32_from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-float st_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-
-    if (exp == 0x1f) /* inf, or NaN with its payload */
-        return f32_from_bits(sign | 0x7f800000u | (man << 13));
-    if (exp != 0) /* normal: rebias 15 -> 127 */
-        return f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
-    /* zero or subnormal: man * 2^-24, exact in f32 */
-    float v = (float)man * 0x1p-24f;
-    return sign ? -v : v;
-}
-
-float st_bf16_to_f32(uint16_t b)
-{
-    return f32_from_bits((uint32_t)b << 16);
-}
-
-uint16_t st_f32_to_f16(float f)
-{
-    uint32_t x, ax, h;
-    uint16_t sign;
-
-    memcpy(&x, &f, sizeof(x));
-    sign = (uint16_t)((x >> 16) & 0x8000);
-    ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) /* NaN: quiet, keep the top payload bits */
-        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
-    if (ax >= 0x477ff000u) /* >= 65520 rounds to infinity (and inf itself) */
-        return (uint16_t)(sign | 0x7c00);
-    if (ax >= 0x38800000u) { /* >= 2^-14: normal half */
-        uint32_t rem = ax & 0x1fff;
-        h = (((ax >> 23) - 112) << 10) | ((ax >> 13) & 0x3ff);
-        if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
-            h++; /* a carry into the exponent is still correct */
-        return (uint16_t)(sign | h);
-    }
-    if (ax <= 0x33000000u) /* <= 2^-25: rounds (ties to even) to zero */
-        return sign;
-    /* subnormal half: round(|f| / 2^-24) */
-    uint32_t e = ax >> 23, man = (ax & 0x7fffff) | 0x800000;
-    uint32_t shift = 126 - e, half = 1u << (shift - 1), rem = man & ((1u << shift) - 1);
-    h = man >> shift;
-    if (rem > half || (rem == half && (h & 1)))
-        h++;
-    return (uint16_t)(sign | h);
-}
-
-uint16_t st_f32_to_bf16(float f)
-{
-    uint32_t x;
-
-    memcpy(&x, &f, sizeof(x));
-    if ((x & 0x7fffffffu) > 0x7f800000u) /* NaN: quiet it */
-        return (uint16_t)((x >> 16) | 0x40);
-    x += 0x7fffu + ((x >> 16) & 1);
-    return (uint16_t)(x >> 16);
-}
-
 int st_to_f32(const struct st_tensor *t, float *dst, struct lorad_error *err)
 {
     char qn[ST_NAME_QUOTE_MAX + 4];
@@ -970,198 +900,24 @@ int st_to_f32(const struct st_tensor *t, float *dst, struct lorad_error *err)
         if (t->nbytes)
             memcpy(dst, p, t->nbytes);
 #else
-        for (size_t i = 0; i < t->nelems; i++, p += 4)
-            dst[i] = f32_from_bits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                   (uint32_t)p[3] << 24);
+        for (size_t i = 0; i < t->nelems; i++, p += 4) {
+            uint32_t u =
+                (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+            memcpy(&dst[i], &u, sizeof(u));
+        }
 #endif
         return 0;
     case ST_F16:
         for (size_t i = 0; i < t->nelems; i++, p += 2)
-            dst[i] = st_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+            dst[i] = half_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
         return 0;
     case ST_BF16:
         for (size_t i = 0; i < t->nelems; i++, p += 2)
-            dst[i] = st_bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
+            dst[i] = half_bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
         return 0;
     default:
         return lorad_error_set(err, LORAD_E_UNSUPPORTED_DTYPE,
                                "tensor \"%s\": dtype %s is not supported (F32, F16 or BF16 only)",
                                quote_name(t->name, qn), dtypes[t->dtype].name);
     }
-}
-
-/* ---- writer ---- */
-
-/* A growable text buffer for the header. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_putn(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-/* s as a JSON string (s is valid UTF-8: passed through except for what
- * JSON requires escaping). */
-static void sb_put_json_string(struct sbuf *b, const char *s)
-{
-    char esc[8];
-
-    sb_putn(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            esc[0] = '\\', esc[1] = (char)ch;
-            sb_putn(b, esc, 2);
-        } else if (ch < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", ch);
-            sb_putn(b, esc, 6);
-        } else {
-            sb_putn(b, (const char *)&ch, 1);
-        }
-    }
-    sb_putn(b, "\"", 1);
-}
-
-static int check_write_tensor(const struct st_write_tensor *t, uint64_t *nbytes,
-                              struct lorad_error *err)
-{
-    uint64_t ne = 1;
-
-    if (!t->name || !*t->name ||
-        utf8_invalid_at((const uint8_t *)t->name, strlen(t->name)) != strlen(t->name) ||
-        !strcmp(t->name, "__metadata__"))
-        return lorad_error_set(err, LORAD_E_INTERNAL, "st_write: invalid tensor name");
-    if ((unsigned)t->dtype >= ST_DTYPE_COUNT || t->ndim < 0 || t->ndim > ST_MAX_DIMS)
-        return lorad_error_set(err, LORAD_E_INTERNAL, "st_write: tensor \"%s\": bad dtype or ndim",
-                               t->name);
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] > (uint64_t)ST_MAX_JSON_INT || __builtin_mul_overflow(ne, t->shape[d], &ne))
-            return lorad_error_set(err, LORAD_E_INTERNAL,
-                                   "st_write: tensor \"%s\": shape too "
-                                   "large",
-                                   t->name);
-    if (__builtin_mul_overflow(ne, (uint64_t)dtypes[t->dtype].size, nbytes) ||
-        *nbytes > (uint64_t)ST_MAX_JSON_INT || (*nbytes && !t->data))
-        return lorad_error_set(err, LORAD_E_INTERNAL,
-                               "st_write: tensor \"%s\": bad size or no "
-                               "data",
-                               t->name);
-    return 0;
-}
-
-/* The padded header text for t[0..n). */
-static int build_header(const struct st_write_tensor *t, size_t n, struct sbuf *b,
-                        struct lorad_error *err)
-{
-    uint64_t off = 0, nb;
-    char num[64];
-    int rc;
-
-    sb_puts(b, "{\"__metadata__\":{\"format\":\"pt\"}");
-    for (size_t i = 0; i < n; i++) {
-        if ((rc = check_write_tensor(&t[i], &nb, err)) < 0)
-            return rc;
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(t[i].name, t[j].name))
-                return lorad_error_set(err, LORAD_E_INTERNAL, "st_write: duplicate tensor \"%s\"",
-                                       t[i].name);
-        sb_puts(b, ",");
-        sb_put_json_string(b, t[i].name);
-        sb_puts(b, ":{\"dtype\":\"");
-        sb_puts(b, dtypes[t[i].dtype].name);
-        sb_puts(b, "\",\"shape\":[");
-        for (int d = 0; d < t[i].ndim; d++) {
-            snprintf(num, sizeof(num), "%s%llu", d ? "," : "", (unsigned long long)t[i].shape[d]);
-            sb_puts(b, num);
-        }
-        snprintf(num, sizeof(num), "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                 (unsigned long long)(off + nb));
-        sb_puts(b, num);
-        off += nb;
-    }
-    sb_puts(b, "}");
-    while (!b->oom && b->len % 8)
-        sb_puts(b, " ");
-    if (b->oom)
-        return lorad_error_set(err, LORAD_E_INTERNAL, "st_write: out of memory");
-    return 0;
-}
-
-/* The whole file image for t[0..n) behind the header `hdr` (padded), in
- * one malloc'd buffer of *len bytes; NULL on out-of-memory. */
-static uint8_t *file_image(const struct st_write_tensor *t, size_t n, const struct sbuf *hdr,
-                           size_t *len)
-{
-    size_t total = 8 + hdr->len, off = 8 + hdr->len;
-    uint64_t nb = 0;
-    uint8_t *img;
-
-    for (size_t i = 0; i < n; i++) {
-        (void)check_write_tensor(&t[i], &nb, NULL); /* passed in build_header */
-        if (__builtin_add_overflow(total, nb, &total))
-            return NULL;
-    }
-    if (!(img = malloc(total)))
-        return NULL;
-    for (int i = 0; i < 8; i++)
-        img[i] = (uint8_t)((uint64_t)hdr->len >> (8 * i));
-    memcpy(img + 8, hdr->p, hdr->len);
-    for (size_t i = 0; i < n; i++) {
-        (void)check_write_tensor(&t[i], &nb, NULL);
-        if (nb)
-            memcpy(img + off, t[i].data, (size_t)nb);
-        off += (size_t)nb;
-    }
-    *len = total;
-    return img;
-}
-
-int st_write(const char *path, const struct st_write_tensor *t, size_t n, struct lorad_error *err)
-{
-    struct sbuf hdr = {0};
-    uint8_t *img = NULL;
-    size_t len = 0;
-    char ebuf[128];
-    int rc;
-
-    if (!path || (!t && n))
-        return lorad_error_set(err, LORAD_E_INTERNAL, "st_write: bad arguments");
-    if ((rc = build_header(t, n, &hdr, err)) < 0)
-        goto fail;
-    if (!(img = file_image(t, n, &hdr, &len))) {
-        rc = lorad_error_set(err, LORAD_E_INTERNAL, "st_write: out of memory");
-        goto fail;
-    }
-    if ((rc = fileio_write_atomic(path, img, len, 0644, NULL)) < 0)
-        rc = lorad_error_set(err, LORAD_E_INTERNAL, "st_write: %s: %s", path,
-                             strerror_r(-rc, ebuf, sizeof(ebuf)));
-fail:
-    free(img);
-    free(hdr.p);
-    return rc;
 }

@@ -1,5 +1,5 @@
-/* lorad — safetensors.h: a defensive reader (and a small writer) of the
- * safetensors format.
+/* lorad — safetensors.h: a defensive reader of the safetensors format
+ * (stwrite.h writes the format).
  *
  * Design: the file is mmap()ed read-only; the header is parsed and checked
  * against every rule the reference implementation enforces (SPEC.md 2.3)
@@ -43,6 +43,9 @@
 /* Most dimensions we accept for one tensor (the format has no limit;
  * nothing lorad reads has more than 2). */
 #define ST_MAX_DIMS 8
+/* Largest integer a header number may carry: beyond it a double (what
+ * cJSON stores) no longer holds every integer exactly. */
+#define ST_MAX_JSON_INT 9007199254740991.0 /* 2^53 - 1 */
 
 enum st_dtype {
     ST_BOOL,
@@ -118,29 +121,5 @@ size_t st_dtype_size(enum st_dtype d);
  * Returns LORAD_E_UNSUPPORTED_DTYPE (message names tensor and dtype) for
  * any other dtype. */
 int st_to_f32(const struct st_tensor *t, float *dst, struct lorad_error *err);
-
-/* IEEE half / bfloat16 bit patterns to f32, exact. */
-float st_f16_to_f32(uint16_t h);
-float st_bf16_to_f32(uint16_t b);
-/* f32 to half / bfloat16, round to nearest even (for the demo writer). */
-uint16_t st_f32_to_f16(float f);
-uint16_t st_f32_to_bf16(float f);
-
-/* One tensor for st_write(): `data` holds nelems values of `dtype` in
- * little-endian order. */
-struct st_write_tensor {
-    const char *name;
-    enum st_dtype dtype;
-    int ndim;
-    uint64_t shape[ST_MAX_DIMS];
-    const void *data;
-};
-
-/* Writes a valid safetensors file (tensors in the given order, header padded
- * to a multiple of 8, metadata {"format":"pt"}) to `path` atomically, mode
- * 0644 (fileio_write_atomic: "<path>.tmp", fsync, rename, fsync of the
- * directory; writers of one path must be serialised). The whole image is
- * assembled in memory first. Returns 0 or LORAD_E_INTERNAL. */
-int st_write(const char *path, const struct st_write_tensor *t, size_t n, struct lorad_error *err);
 
 #endif

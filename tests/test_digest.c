@@ -1,14 +1,23 @@
 /* lorad — tests/test_digest.c: unit tests of lib/digest.c: known sha256
  * vectors, the real PEFT file against the sha256sum command (an
- * independent implementation), and the hex comparison rules. */
+ * independent implementation), the hex comparison rules, and the memo of
+ * file digests: directly with crafted file identities ("memo": what is
+ * remembered, when a file counts as settled, which entry is evicted), and
+ * through staging with a file rewritten in place ("staging", with
+ * tests/adfixture). */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../lib/adapter.h"
 #include "../lib/digest.h"
 #include "../lib/errors.h"
+#include "adfixture.h"
 #include "testutil.h"
 
 #define PEFT_FILE "../shared/testdata/peft-distilbert-imdb/adapter_model.safetensors"
@@ -95,18 +104,198 @@ START_TEST(test_hex_equal)
 }
 END_TEST
 
+/* ---- the memo ---- */
+
+/* sha256sum of the text `what` printf'd (an independent digest). */
+static void sha_of_text(const char *what, char out[65])
+{
+    char cmd[256];
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "printf '%s' | sha256sum", what);
+    ck_assert_ptr_nonnull(p = popen(cmd, "r"));
+    ck_assert_int_eq(fscanf(p, "%64s", out), 1);
+    ck_assert_int_eq(pclose(p), 0);
+}
+
+/* A file identity of 3 bytes whose timestamps are `age` seconds old. */
+static struct stat ident(dev_t dev, ino_t ino, time_t age)
+{
+    struct stat st;
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    memset(&st, 0, sizeof(st));
+    st.st_dev = dev;
+    st.st_ino = ino;
+    st.st_size = 3;
+    st.st_mtim.tv_sec = st.st_ctim.tv_sec = now.tv_sec - age;
+    st.st_mtim.tv_nsec = st.st_ctim.tv_nsec = 5;
+    return st;
+}
+
+/* digest_file_sha256 of data[0..3) for st, as a string. */
+static void file_sha(const struct stat *st, const char *data, char out[65])
+{
+    ck_assert_int_eq(digest_file_sha256(st, data, 3, out), 0);
+}
+
+START_TEST(test_memo_settled)
+{
+    struct stat st = ident(901, 1, 10);
+    char got[65], abd[65];
+
+    sha_of_text("abd", abd);
+    file_sha(&st, "abc", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    /* the same identity: remembered, the bytes are not read again */
+    file_sha(&st, "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    /* any change of size, mtime or ctime is another file */
+    st.st_ctim.tv_nsec++;
+    file_sha(&st, "abd", got);
+    ck_assert_str_eq(got, abd);
+    st.st_mtim.tv_sec--;
+    file_sha(&st, "abc", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    /* a second name of the same file (same device and inode) shares it */
+    file_sha(&st, "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    /* another inode on the same device is another file */
+    st.st_ino = 2;
+    file_sha(&st, "abd", got);
+    ck_assert_str_eq(got, abd);
+}
+END_TEST
+
+START_TEST(test_memo_unsettled)
+{
+    struct stat fresh = ident(902, 1, 0), half = ident(902, 2, 10);
+    char got[65], abd[65];
+
+    sha_of_text("abd", abd);
+    /* timestamps younger than DIGEST_MEMO_SETTLE_S: never remembered */
+    file_sha(&fresh, "abc", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    file_sha(&fresh, "abd", got);
+    ck_assert_str_eq(got, abd);
+    /* an old mtime is not enough: the ctime must be settled too */
+    half.st_ctim.tv_sec += 10 - (DIGEST_MEMO_SETTLE_S - 1);
+    file_sha(&half, "abc", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    file_sha(&half, "abd", got);
+    ck_assert_str_eq(got, abd);
+    /* older than DIGEST_MEMO_SETTLE_S: settled */
+    half = ident(902, 3, DIGEST_MEMO_SETTLE_S + 1);
+    file_sha(&half, "abc", got);
+    file_sha(&half, "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+}
+END_TEST
+
+START_TEST(test_memo_eviction)
+{
+    struct stat st[DIGEST_MEMO_SIZE + 1];
+    char got[65], abd[65];
+
+    sha_of_text("abd", abd);
+    for (size_t i = 0; i <= DIGEST_MEMO_SIZE; i++)
+        st[i] = ident(903, (ino_t)(i + 1), 10);
+    /* fill every entry, use the first again, then one more file */
+    for (size_t i = 0; i < DIGEST_MEMO_SIZE; i++)
+        file_sha(&st[i], "abc", got);
+    file_sha(&st[0], "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    file_sha(&st[DIGEST_MEMO_SIZE], "abc", got);
+    /* the least recently used (the second) went; the others stayed */
+    file_sha(&st[0], "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    file_sha(&st[DIGEST_MEMO_SIZE], "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    file_sha(&st[2], "abd", got);
+    ck_assert_str_eq(got, SHA_ABC);
+    file_sha(&st[1], "abd", got);
+    ck_assert_str_eq(got, abd);
+}
+END_TEST
+
+START_TEST(test_memo_arguments)
+{
+    struct stat st = ident(904, 1, 10);
+    char got[65];
+
+    ck_assert_int_eq(digest_file_sha256(NULL, "abc", 3, got), LORAD_E_INTERNAL);
+    ck_assert_int_eq(digest_file_sha256(&st, "abc", 3, NULL), LORAD_E_INTERNAL);
+    ck_assert_int_eq(digest_file_sha256(&st, NULL, 3, got), LORAD_E_INTERNAL);
+    ck_assert_int_eq(digest_file_sha256(&st, "abcd", 4, got), LORAD_E_INTERNAL); /* size 3 */
+    st.st_size = 0;
+    ck_assert_int_eq(digest_file_sha256(&st, NULL, 0, got), 0);
+    ck_assert_str_eq(got, SHA_EMPTY);
+}
+END_TEST
+
+/* ---- the memo through staging ---- */
+
+/* The remembered sha256 never hides a change of the file: rewriting it in
+ * place (same inode, same size) is seen. */
+START_TEST(test_checksum_memo)
+{
+    char first[65], second[65], *p;
+    struct snapshot *s;
+    struct af_adapter a;
+    size_t len;
+    uint8_t *img;
+    FILE *f;
+
+    af_simple("memo", NULL, 2, 4, 1);
+    p = tu_path(AF.adir, "memo/adapter_model.safetensors");
+    af_sha256sum(p, first);
+    sleep(3); /* let the file settle so that its digest is remembered */
+    for (int i = 0; i < 2; i++) {
+        s = af_expect_ok("memo", NULL, first, NULL);
+        ck_assert_str_eq(s->sha256, first);
+        snapshot_free(&s);
+    }
+    af_init(&a, "memo2", NULL, 2, 4);
+    af_ab(&a, 0, 2, "F32", NULL, NULL);
+    img = tu_safetensors_image(a.t, a.n, NULL, &len);
+    f = fopen(p, "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(img, 1, len, f), len);
+    fclose(f);
+    free(img);
+    af_free(&a);
+    af_sha256sum(p, second);
+    ck_assert_str_ne(first, second);
+    af_expect_err("memo", NULL, first, LORAD_E_CHECKSUM_MISMATCH, second, NULL);
+    s = af_expect_ok("memo", NULL, second, NULL);
+    ck_assert_str_eq(s->sha256, second);
+    snapshot_free(&s);
+    free(p);
+}
+END_TEST
+
 static Suite *digest_suite(void)
 {
     Suite *s = suite_create("digest");
-    TCase *tc = tcase_create("core");
+    TCase *tc = tcase_create("core"), *memo = tcase_create("memo");
+    TCase *staging = tcase_create("staging");
 
     tcase_add_test(tc, test_known_vectors);
     tcase_add_test(tc, test_real_file_vs_sha256sum);
     tcase_add_test(tc, test_hex_equal);
     suite_add_tcase(s, tc);
+    tcase_add_test(memo, test_memo_settled);
+    tcase_add_test(memo, test_memo_unsettled);
+    tcase_add_test(memo, test_memo_eviction);
+    tcase_add_test(memo, test_memo_arguments);
+    suite_add_tcase(s, memo);
+    tcase_set_timeout(staging, 60);
+    tcase_add_checked_fixture(staging, af_setup, af_teardown);
+    tcase_add_test(staging, test_checksum_memo);
+    suite_add_tcase(s, staging);
     return s;
 }
-
 int main(void)
 {
     SRunner *sr = srunner_create(digest_suite());

@@ -300,8 +300,7 @@ START_TEST(test_roundtrip_full)
     floor = (uint64_t)cJSON_GetObjectItemCaseSensitive(j, "next_version")->valuedouble;
     ck_assert_uint_eq(floor, serving_next_version(s) + 1);
     ck_assert_uint_eq(floor, 5);
-    ck_assert_uint_eq(
-        (uint64_t)cJSON_GetObjectItemCaseSensitive(j, "generation")->valuedouble, 3);
+    ck_assert_uint_eq((uint64_t)cJSON_GetObjectItemCaseSensitive(j, "generation")->valuedouble, 3);
     cJSON_Delete(j);
 
     ck_assert_int_eq(restore(&s2, &p2, &err), STATEFILE_RESTORED);
@@ -453,7 +452,7 @@ START_TEST(test_base_model_entries)
     /* Base model as stable after a rollback, with a retained adapter. */
     swap(s, "a2", -1); /* v2; history a1, base */
     ck_assert_int_eq(serving_rollback(s, (const uint64_t[]){1}, &c, &err), 0); /* a1; [base] */
-    ck_assert_int_eq(serving_rollback(s, NULL, &c, &err), 0); /* base; [] */
+    ck_assert_int_eq(serving_rollback(s, NULL, &c, &err), 0);                  /* base; [] */
     swap(s, "a3", 5000); /* canary over the base model */
     text = save(s);
     j = cJSON_Parse(text);
@@ -580,8 +579,17 @@ END_TEST
 START_TEST(test_corrupt_json)
 {
     static const char *const bad[] = {
-        "", "{", "}", "null", "[]", "42", "\"lorad-state\"", "{}",
-        "{\"format\": \"lorad-state\"", "\xff\xfe{}", "{\"format\": \"lorad-state\",,}",
+        "",
+        "{",
+        "}",
+        "null",
+        "[]",
+        "42",
+        "\"lorad-state\"",
+        "{}",
+        "{\"format\": \"lorad-state\"",
+        "\xff\xfe{}",
+        "{\"format\": \"lorad-state\",,}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct serving *s2;
@@ -618,24 +626,78 @@ static void rep(cJSON *obj, const char *key, cJSON *v)
     ck_assert(cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v));
 }
 
-static void m_gen_string(cJSON *r) { rep(r, "generation", cJSON_CreateString("3")); }
-static void m_gen_negative(cJSON *r) { rep(r, "generation", cJSON_CreateNumber(-1)); }
-static void m_gen_fraction(cJSON *r) { rep(r, "generation", cJSON_CreateNumber(2.5)); }
-static void m_nv_string(cJSON *r) { rep(r, "next_version", cJSON_CreateString("5")); }
-static void m_nv_zero(cJSON *r) { rep(r, "next_version", cJSON_CreateNumber(0)); }
-static void m_nv_low(cJSON *r) { rep(r, "next_version", cJSON_CreateNumber(3)); }
-static void m_nv_huge(cJSON *r) { rep(r, "next_version", cJSON_CreateNumber(1e300)); }
-static void m_format(cJSON *r) { rep(r, "format", cJSON_CreateString("other")); }
-static void m_format_version(cJSON *r) { rep(r, "format_version", cJSON_CreateNumber(99)); }
-static void m_no_stable(cJSON *r) { cJSON_DeleteItemFromObjectCaseSensitive(r, "stable"); }
-static void m_stable_array(cJSON *r) { rep(r, "stable", cJSON_CreateArray()); }
-static void m_stable_null(cJSON *r) { rep(r, "stable", cJSON_CreateNull()); }
-static void m_stable_name_num(cJSON *r) { rep(stab(r), "adapter", cJSON_CreateNumber(1)); }
-static void m_stable_bad_name(cJSON *r) { rep(stab(r), "adapter", cJSON_CreateString("../a2")); }
-static void m_stable_ver_str(cJSON *r) { rep(stab(r), "version", cJSON_CreateString("2")); }
-static void m_stable_ver_zero(cJSON *r) { rep(stab(r), "version", cJSON_CreateNumber(0)); }
-static void m_stable_sha_short(cJSON *r) { rep(stab(r), "sha256", cJSON_CreateString("abcd")); }
-static void m_stable_sha_null(cJSON *r) { rep(stab(r), "sha256", cJSON_CreateNull()); }
+static void m_gen_string(cJSON *r)
+{
+    rep(r, "generation", cJSON_CreateString("3"));
+}
+static void m_gen_negative(cJSON *r)
+{
+    rep(r, "generation", cJSON_CreateNumber(-1));
+}
+static void m_gen_fraction(cJSON *r)
+{
+    rep(r, "generation", cJSON_CreateNumber(2.5));
+}
+static void m_nv_string(cJSON *r)
+{
+    rep(r, "next_version", cJSON_CreateString("5"));
+}
+static void m_nv_zero(cJSON *r)
+{
+    rep(r, "next_version", cJSON_CreateNumber(0));
+}
+static void m_nv_low(cJSON *r)
+{
+    rep(r, "next_version", cJSON_CreateNumber(3));
+}
+static void m_nv_huge(cJSON *r)
+{
+    rep(r, "next_version", cJSON_CreateNumber(1e300));
+}
+static void m_format(cJSON *r)
+{
+    rep(r, "format", cJSON_CreateString("other"));
+}
+static void m_format_version(cJSON *r)
+{
+    rep(r, "format_version", cJSON_CreateNumber(99));
+}
+static void m_no_stable(cJSON *r)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(r, "stable");
+}
+static void m_stable_array(cJSON *r)
+{
+    rep(r, "stable", cJSON_CreateArray());
+}
+static void m_stable_null(cJSON *r)
+{
+    rep(r, "stable", cJSON_CreateNull());
+}
+static void m_stable_name_num(cJSON *r)
+{
+    rep(stab(r), "adapter", cJSON_CreateNumber(1));
+}
+static void m_stable_bad_name(cJSON *r)
+{
+    rep(stab(r), "adapter", cJSON_CreateString("../a2"));
+}
+static void m_stable_ver_str(cJSON *r)
+{
+    rep(stab(r), "version", cJSON_CreateString("2"));
+}
+static void m_stable_ver_zero(cJSON *r)
+{
+    rep(stab(r), "version", cJSON_CreateNumber(0));
+}
+static void m_stable_sha_short(cJSON *r)
+{
+    rep(stab(r), "sha256", cJSON_CreateString("abcd"));
+}
+static void m_stable_sha_null(cJSON *r)
+{
+    rep(stab(r), "sha256", cJSON_CreateNull());
+}
 static void m_stable_sha_other(cJSON *r)
 {
     char h[65];
@@ -650,9 +712,18 @@ static void m_stable_sha_nonhex(cJSON *r)
     h[64] = '\0';
     rep(stab(r), "sha256", cJSON_CreateString(h));
 }
-static void m_dup_version(cJSON *r) { rep(hist0(r), "version", cJSON_CreateNumber(2)); }
-static void m_history_object(cJSON *r) { rep(r, "history", cJSON_CreateObject()); }
-static void m_history_missing(cJSON *r) { cJSON_DeleteItemFromObjectCaseSensitive(r, "history"); }
+static void m_dup_version(cJSON *r)
+{
+    rep(hist0(r), "version", cJSON_CreateNumber(2));
+}
+static void m_history_object(cJSON *r)
+{
+    rep(r, "history", cJSON_CreateObject());
+}
+static void m_history_missing(cJSON *r)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(r, "history");
+}
 static void m_history_item_num(cJSON *r)
 {
     cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(r, "history"), cJSON_CreateNumber(7));
@@ -662,18 +733,36 @@ static void m_base_with_version(cJSON *r)
     cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "history"), 1);
     rep(h, "version", cJSON_CreateNumber(4));
 }
-static void m_canary_string(cJSON *r) { rep(r, "canary", cJSON_CreateString("a3")); }
-static void m_canary_pct_big(cJSON *r) { rep(can(r), "percent", cJSON_CreateNumber(100.5)); }
-static void m_canary_pct_neg(cJSON *r) { rep(can(r), "percent", cJSON_CreateNumber(-1)); }
-static void m_canary_pct_str(cJSON *r) { rep(can(r), "percent", cJSON_CreateString("10")); }
-static void m_canary_no_pct(cJSON *r) { cJSON_DeleteItemFromObjectCaseSensitive(can(r), "percent"); }
+static void m_canary_string(cJSON *r)
+{
+    rep(r, "canary", cJSON_CreateString("a3"));
+}
+static void m_canary_pct_big(cJSON *r)
+{
+    rep(can(r), "percent", cJSON_CreateNumber(100.5));
+}
+static void m_canary_pct_neg(cJSON *r)
+{
+    rep(can(r), "percent", cJSON_CreateNumber(-1));
+}
+static void m_canary_pct_str(cJSON *r)
+{
+    rep(can(r), "percent", cJSON_CreateString("10"));
+}
+static void m_canary_no_pct(cJSON *r)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(can(r), "percent");
+}
 static void m_canary_base(cJSON *r)
 {
     rep(can(r), "adapter", cJSON_CreateNull());
     rep(can(r), "sha256", cJSON_CreateNull());
     rep(can(r), "version", cJSON_CreateNumber(0));
 }
-static void m_profile_array(cJSON *r) { rep(r, "profile", cJSON_CreateArray()); }
+static void m_profile_array(cJSON *r)
+{
+    rep(r, "profile", cJSON_CreateArray());
+}
 static void m_profile_bad_rank(cJSON *r)
 {
     cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "profile");
@@ -781,6 +870,53 @@ START_TEST(test_floor_applied_on_bad_entry)
 }
 END_TEST
 
+/* A key given twice in any object of the file fails the restore, names
+ * the key, and (read before the rest) the floor and generation still
+ * apply. lorad never writes a key twice; cJSON_Add* does not check. */
+START_TEST(test_duplicate_keys)
+{
+    static const struct {
+        const char *where, *needle;
+    } cases[] = {
+        {"root", "key \"extra\" appears twice"},
+        {"root history", "key \"history\" appears twice"},
+        {"stable", "stable: key \"version\" appears twice"},
+        {"canary", "canary: key \"percent\" appears twice"},
+        {"history", "history[0]: key \"sha256\" appears twice"},
+    };
+    char *good;
+
+    standard_state();
+    good = file_text(F.state);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *root = cJSON_Parse(good);
+        char *t;
+
+        ck_assert_ptr_nonnull(root);
+        rep(root, "next_version", cJSON_CreateNumber(40));
+        rep(root, "generation", cJSON_CreateNumber(17));
+        if (i == 0) {
+            cJSON_AddNumberToObject(root, "extra", 1);
+            cJSON_AddNumberToObject(root, "extra", 2);
+        } else if (i == 1) {
+            cJSON_AddItemToObject(root, "history", cJSON_CreateArray());
+        } else if (i == 2) {
+            cJSON_AddNumberToObject(stab(root), "version", 2);
+        } else if (i == 3) {
+            cJSON_AddNumberToObject(can(root), "percent", 5);
+        } else {
+            cJSON_AddStringToObject(hist0(root), "sha256", "00");
+        }
+        t = cJSON_Print(root);
+        write_text_file(t, strlen(t));
+        cJSON_free(t);
+        cJSON_Delete(root);
+        expect_failed_empty(40, 17, cases[i].needle);
+    }
+    free(good);
+}
+END_TEST
+
 /* ---- the atomic write ---- */
 
 START_TEST(test_write_replaces_atomically)
@@ -848,8 +984,7 @@ START_TEST(test_restore_without_profile_slot)
     swap(s, "a1", -1);
     swap(s, "a2", 0);
     free(save(s));
-    ck_assert_int_eq(statefile_restore(F.state, F.adirfd, F.m, s2, NULL, &err),
-                     STATEFILE_RESTORED);
+    ck_assert_int_eq(statefile_restore(F.state, F.adirfd, F.m, s2, NULL, &err), STATEFILE_RESTORED);
     ck_assert_str_eq(serving_current(s2)->stable->name, "a1");
     ck_assert_str_eq(serving_current(s2)->canary->name, "a2");
     ck_assert_int_eq(serving_current(s2)->canary_bp, 0);
@@ -871,8 +1006,7 @@ START_TEST(test_profile_restored)
     swap(s, "a1", -1);
     free(save(s));
     s2 = serving_new(4);
-    ck_assert_int_eq(statefile_restore(F.state, F.adirfd, F.m, s2, &p2, &err),
-                     STATEFILE_RESTORED);
+    ck_assert_int_eq(statefile_restore(F.state, F.adirfd, F.m, s2, &p2, &err), STATEFILE_RESTORED);
     ck_assert_ptr_nonnull(p2);
     a = profile_to_json(F.profile, F.m);
     b = profile_to_json(p2, F.m);
@@ -906,6 +1040,7 @@ static Suite *statefile_suite(void)
     tcase_add_test(tc, test_corrupt_json);
     tcase_add_test(tc, test_wrong_types);
     tcase_add_test(tc, test_floor_applied_on_bad_entry);
+    tcase_add_test(tc, test_duplicate_keys);
     tcase_add_test(tc, test_write_replaces_atomically);
     tcase_add_test(tc, test_write_missing_dir);
     tcase_add_test(tc, test_restore_without_profile_slot);

@@ -28,7 +28,9 @@
 #include <cjson/cJSON.h>
 
 #include "../lib/errors.h"
+#include "../lib/half.h"
 #include "../lib/safetensors.h"
+#include "../lib/stwrite.h"
 
 #define MKDEMO_MAX_WIDTH 16384
 #define MKDEMO_MAX_LAYERS 64
@@ -179,9 +181,9 @@ fail:
 
 /* ---- tensors ---- */
 
-/* A list of tensors being assembled for st_write; owns the data. */
+/* A list of tensors being assembled for stwrite_file; owns the data. */
 struct tlist {
-    struct st_write_tensor t[MKDEMO_MAX_TENSORS];
+    struct stwrite_tensor t[MKDEMO_MAX_TENSORS];
     char names[MKDEMO_MAX_TENSORS][256];
     size_t n;
 };
@@ -199,7 +201,7 @@ static int tlist_add(struct tlist *l, const char *name, enum st_dtype dtype, uin
                      uint64_t d1, float *v)
 {
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-    struct st_write_tensor *t;
+    struct stwrite_tensor *t;
 
     if (l->n >= sizeof(l->t) / sizeof(l->t[0]) || strlen(name) >= sizeof(l->names[0])) {
         free(v);
@@ -219,7 +221,7 @@ static int tlist_add(struct tlist *l, const char *name, enum st_dtype dtype, uin
             return -1;
         }
         for (size_t i = 0; i < n; i++)
-            h[i] = dtype == ST_F16 ? st_f32_to_f16(v[i]) : st_f32_to_bf16(v[i]);
+            h[i] = dtype == ST_F16 ? half_f32_to_f16(v[i]) : half_f32_to_bf16(v[i]);
         free(v);
         t->data = h;
     } else {
@@ -244,7 +246,7 @@ static int tlist_rand(struct tlist *l, const struct demo *d, const char *tag, co
 static int tlist_write(struct tlist *l, const char *path)
 {
     struct lorad_error err = {0};
-    if (st_write(path, l->t, l->n, &err) != 0) {
+    if (stwrite_file(path, l->t, l->n, &err) != 0) {
         fprintf(stderr, "lorad-mkdemo: %s: %s\n", path, err.msg);
         return -1;
     }

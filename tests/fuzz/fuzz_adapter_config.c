@@ -1,14 +1,15 @@
 /* lorad — tests/fuzz/fuzz_adapter_config.c: libFuzzer harness of the PEFT
  * adapter_config.json parser and the compatibility checks that follow it
- * (lib/adapter.c, SPEC.md 2.2, 3, 4), driven through the public
- * adapter_stage() since adapter.c has no string entry point.
+ * (lib/peftcfg.c, lib/profile.c, SPEC.md 2.2, 3, 4), driven through the
+ * public adapter_stage() so that what follows the parse (the compared
+ * fields, the per-layer ranks, the completed profile) runs on every input.
  *
  * Once per process: a scratch directory with adapter_dir/a/ holding a fixed,
  * valid adapter_model.safetensors (LoRA r=2 on layers.0.proj, r=4 on
  * layers.1.proj) for a two-layer in-memory model, adapter_dir/d/ with the
  * same plus DoRA magnitudes and a modules_to_save weight for layers.1.proj,
- * and adapter_dir/b/ with lora_B biases and that weight instead. Each input is written as a/adapter_config.json
- * and staged three ways: against a fully partial profile, then (when that
+ * and adapter_dir/b/ with lora_B biases and that weight instead. Each input is written as
+ * a/adapter_config.json and staged three ways: against a fully partial profile, then (when that
  * succeeds) against the profile it completed (which must succeed again: an
  * adapter is compatible with its own profile), and against a profile from
  * the config (max_rank 4, both layers targeted); then as the config of d/
@@ -25,7 +26,7 @@
 #include <unistd.h>
 
 #include "../../lib/adapter.h"
-#include "../../lib/safetensors.h"
+#include "../../lib/stwrite.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -81,28 +82,35 @@ static void setup(void)
         if (i < 12)
             b1[i] = -0.5f + 0.0625f * (float)i;
     }
-    struct st_write_tensor t[4] = {
+    struct stwrite_tensor t[4] = {
         {"base_model.model.layers.0.proj.lora_A.weight", ST_F32, 2, {2, 4}, a0},
         {"base_model.model.layers.0.proj.lora_B.weight", ST_F32, 2, {4, 2}, b0},
         {"base_model.model.layers.1.proj.lora_A.weight", ST_F32, 2, {4, 4}, a1},
         {"base_model.model.layers.1.proj.lora_B.weight", ST_F32, 2, {3, 4}, b1},
     };
     snprintf(path, sizeof(path), "%s/adapters/a/adapter_model.safetensors", root);
-    if (st_write(path, t, 4, &err))
-        die("st_write", &err);
+    if (stwrite_file(path, t, 4, &err))
+        die("stwrite_file", &err);
     {
         float m0[4] = {1, 0.5f, 2, 1}, m1[3] = {1, 1, 0.25f}, bb0[4] = {0.5f, 0, 0, -0.5f};
         float bb1[3] = {1, 2, 3}, w1[3 * 4];
         for (size_t i = 0; i < 12; i++)
             w1[i] = 0.0625f * (float)i;
-        struct st_write_tensor td[7] = {
-            t[0], t[1], t[2], t[3],
+        struct stwrite_tensor td[7] = {
+            t[0],
+            t[1],
+            t[2],
+            t[3],
             {"base_model.model.layers.1.proj.weight", ST_F32, 2, {3, 4}, w1},
             {"base_model.model.layers.0.proj.lora_magnitude_vector", ST_F32, 1, {4}, m0},
             {"base_model.model.layers.1.proj.lora_magnitude_vector", ST_F32, 1, {3}, m1},
         };
-        struct st_write_tensor tb[7] = {
-            t[0], t[1], t[2], t[3], td[4],
+        struct stwrite_tensor tb[7] = {
+            t[0],
+            t[1],
+            t[2],
+            t[3],
+            td[4],
             {"base_model.model.layers.0.proj.lora_B.bias", ST_F32, 1, {4}, bb0},
             {"base_model.model.layers.1.proj.lora_B.bias", ST_F32, 1, {3}, bb1},
         };
@@ -110,14 +118,14 @@ static void setup(void)
         if (mkdir(path, 0700))
             die("mkdir d", NULL);
         snprintf(path, sizeof(path), "%s/adapters/d/adapter_model.safetensors", root);
-        if (st_write(path, td, 7, &err))
-            die("st_write d", &err);
+        if (stwrite_file(path, td, 7, &err))
+            die("stwrite_file d", &err);
         snprintf(path, sizeof(path), "%s/adapters/b", root);
         if (mkdir(path, 0700))
             die("mkdir b", NULL);
         snprintf(path, sizeof(path), "%s/adapters/b/adapter_model.safetensors", root);
-        if (st_write(path, tb, 7, &err))
-            die("st_write b", &err);
+        if (stwrite_file(path, tb, 7, &err))
+            die("stwrite_file b", &err);
     }
     if (model_config_parse(model_json, sizeof(model_json) - 1, NULL, &M, &err))
         die("model", &err);
@@ -138,8 +146,7 @@ static void setup(void)
         die("open adapters", NULL);
 }
 
-static int stage(const char *name, const struct profile *p,
-                 struct profile **completed)
+static int stage(const char *name, const struct profile *p, struct profile **completed)
 {
     struct adapter_stage_args a = {adir, name, NULL, M, p};
     struct lorad_error err = {0};
@@ -149,8 +156,10 @@ static int stage(const char *name, const struct profile *p,
 
     if (getenv("FUZZ_VERBOSE")) /* for checking what the seeds reach */
         fprintf(stderr, "stage %s (%s profile): %d %s\n", name,
-                p == P_config ? "config" : p == P_partial ? "partial" : "completed", rc,
-                rc ? err.msg : "ok");
+                p == P_config    ? "config"
+                : p == P_partial ? "partial"
+                                 : "completed",
+                rc, rc ? err.msg : "ok");
 
     if (rc == 0) {
         if (!s)
