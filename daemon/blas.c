@@ -19,8 +19,8 @@
 
 #include <cblas.h>
 
-#include "lorad.h"
-#include "startup.h"
+#include "blas.h"
+#include "log.h"
 
 #define BLAS_MARKER "LORAD_BLAS_REEXEC"
 

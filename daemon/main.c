@@ -21,6 +21,11 @@
  * written, every connection still open is closed, event=drain_end logs
  * what clients got, and lorad exits 0. Only a control operation still in
  * flight (a staging thread) makes it exit without closing anything.
+ *
+ * main.c is the top of the daemon: it owns the route table it hands to
+ * http_start(), wires the worker pool to infer.c's callbacks, and keeps
+ * the watchdog policy (pet systemd only while the workers are healthy);
+ * the modules below it never call back up.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,16 +40,41 @@
 #include <unistd.h>
 
 #include "../lib/statefile.h"
+#include "blas.h"
+#include "clock.h"
+#include "config.h"
 #include "control.h"
-#include "dataplane.h"
+#include "http.h"
+#include "infer.h"
+#include "log.h"
 #include "lorad.h"
-#include "startup.h"
+#include "metrics.h"
+#include "statewrite.h"
+#include "status.h"
+#include "systemd.h"
+#include "workers.h"
 
 #define DRAIN_POLL_MS 10
 /* Past the drain deadline, once no batch runs: how long the answers
  * already given (200s of the last batches, 503 refusals) get to be
  * written before their connections are closed. */
 #define DRAIN_FLUSH_MS 1000
+/* Scratch rank of the workers when the profile sets no max_rank. */
+#define DEFAULT_SCRATCH_RANK 64
+
+/* The HTTP API (SPEC 6): what http.c routes to. */
+static const struct http_route routes[] = {
+    {"/infer", "POST", HTTP_PLANE_DATA, false, infer_handle},
+    {"/swap", "POST", HTTP_PLANE_CONTROL, true, control_swap},
+    {"/rollback", "POST", HTTP_PLANE_CONTROL, true, control_rollback},
+    {"/canary", "POST", HTTP_PLANE_CONTROL, true, control_canary},
+    {"/promote", "POST", HTTP_PLANE_CONTROL, true, control_promote},
+    {"/status", "GET", HTTP_PLANE_CONTROL, false, status_report},
+    {"/adapters", "GET", HTTP_PLANE_CONTROL, false, status_adapters},
+    {"/healthz", "GET", HTTP_PLANE_BOTH, false, status_healthz},
+    {"/readyz", "GET", HTTP_PLANE_BOTH, false, status_readyz},
+    {"/metrics", "GET", HTTP_PLANE_BOTH, false, status_metrics},
+};
 
 /* Signals, timers and reload bookkeeping of the loop (loop thread). */
 struct lifecycle {
@@ -73,13 +103,6 @@ struct reload_job {
     int rc;
     struct lorad_error err;
 };
-
-uint64_t lorad_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- command line ---- */
 
@@ -252,15 +275,6 @@ static int load_serving_state(struct lorad_server *srv, struct lorad_error *err)
     return 0;
 }
 
-static int resolve_workers(struct lorad_config *cfg)
-{
-    if (cfg->workers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->workers = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
-    }
-    return 0;
-}
-
 /* Everything up to (not including) the listeners and the loop. */
 static int startup_core(struct lorad_server *srv, struct lorad_error *err)
 {
@@ -284,7 +298,58 @@ static int startup_core(struct lorad_server *srv, struct lorad_error *err)
     return 0;
 }
 
+/* ---- the workers ---- */
+
+/* Starts the pool that serves /infer (infer.c's callbacks). */
+static int start_workers(struct lorad_server *srv, struct lorad_error *err)
+{
+    struct workers_config wc = {
+        .threads = srv->cfg.workers,
+        .max_batch_rows = srv->cfg.max_batch_rows,
+        .queue_max = (size_t)srv->cfg.queue_max_requests,
+    };
+    struct workers_ops ops;
+    srv->scratch_rank = srv->profile && srv->profile->max_rank > 0 ? srv->profile->max_rank
+                                                                   : DEFAULT_SCRATCH_RANK;
+    infer_workers_ops(srv, &ops);
+    return workers_start(&srv->workers, srv->loop, &wc, &ops, err);
+}
+
+/* The watchdog policy: the timer firing proves the loop runs; the workers
+ * must also move. */
+static void watchdog_tick(uv_timer_t *t)
+{
+    struct lorad_server *srv = t->data;
+    if (workers_healthy(srv->workers))
+        systemd_notify("WATCHDOG=1");
+    else
+        LOG_W("event=watchdog_skipped reason=\"workers are not making progress\"");
+}
+
+/* Pets the systemd watchdog at half its interval (no-op when it is off).
+ * `t` is closed with the loop. */
+static void watchdog_start(struct lorad_server *srv, uv_timer_t *t)
+{
+    uint64_t usec = systemd_watchdog_usec();
+    uv_timer_init(srv->loop, t);
+    t->data = srv;
+    if (usec == 0)
+        return;
+    uint64_t ms = usec / 2000;
+    if (ms == 0)
+        ms = 1;
+    uv_timer_start(t, watchdog_tick, ms, ms);
+    uv_unref((uv_handle_t *)t);
+    LOG_I("event=watchdog interval_ms=%llu", (unsigned long long)(usec / 1000));
+}
+
 /* ---- shutdown ---- */
+
+/* No control-plane work in the threadpool: staging, state writes, scans. */
+static bool control_work_idle(const struct lorad_server *srv)
+{
+    return control_idle(srv) && statewrite_idle(srv) && status_idle(srv);
+}
 
 static void on_close_free_nothing(uv_handle_t *h)
 {
@@ -308,16 +373,16 @@ static void shutdown_finish(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
     uv_timer_stop(&lc->drain_timer);
-    workers_stop(srv);
-    if (control_idle(srv)) {
+    workers_stop(&srv->workers);
+    if (control_work_idle(srv)) {
         struct lorad_error err = {0};
-        if (control_write_state_sync(srv, &err) < 0)
+        if (statewrite_sync(srv, &err) < 0)
             LOG_E("event=state_write_failed when=shutdown reason=\"%s\"", err.msg);
     } else {
         LOG_W("event=state_write_skipped reason=\"a control operation is still in flight; the "
               "state file keeps its last committed state\"");
     }
-    if (!control_idle(srv)) {
+    if (!control_work_idle(srv)) {
         /* A staging thread may still run and its request is suspended
          * (MHD cannot close it): exit without closing anything. */
         struct http_drain_tally t;
@@ -336,14 +401,14 @@ static void shutdown_finish(struct lifecycle *lc)
 
 static bool drain_settled(struct lorad_server *srv)
 {
-    return http_inflight(srv) == 0 && control_idle(srv);
+    return http_inflight(srv) == 0 && control_work_idle(srv);
 }
 
 /* drain_timeout_ms passed: refuse what is queued, let running batches end. */
 static void drain_expire(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
-    size_t running = 0, refused = workers_refuse_queued(srv, &running);
+    size_t running = 0, refused = workers_refuse_queued(srv->workers, &running);
     lc->expired = true;
     LOG_W("event=drain_timeout timeout_ms=%d refused_queued=%zu running=%zu "
           "action=\"queued requests answered 503 draining; running batches finish and are "
@@ -354,7 +419,7 @@ static void drain_tick(uv_timer_t *t)
 {
     struct lifecycle *lc = t->data;
     struct lorad_server *srv = lc->srv;
-    uint64_t now = lorad_now_ns();
+    uint64_t now = clock_now_ns();
     if (!lc->expired) {
         if (drain_settled(srv)) {
             shutdown_finish(lc);
@@ -364,7 +429,7 @@ static void drain_tick(uv_timer_t *t)
             return;
         drain_expire(lc);
     }
-    if (!workers_exited(srv))
+    if (!workers_exited(srv->workers))
         return; /* a batch still runs: it ends on its own, we do not wait */
     if (!lc->flush_deadline_ns)
         lc->flush_deadline_ns = now + (uint64_t)DRAIN_FLUSH_MS * 1000000ull;
@@ -379,7 +444,7 @@ static void delay_done(uv_timer_t *t)
     LOG_I("event=drain_begin inflight=%zu timeout_ms=%d", http_inflight(srv),
           srv->cfg.drain_timeout_ms);
     http_stop_accepting(srv);
-    lc->drain_deadline_ns = lorad_now_ns() + (uint64_t)srv->cfg.drain_timeout_ms * 1000000ull;
+    lc->drain_deadline_ns = clock_now_ns() + (uint64_t)srv->cfg.drain_timeout_ms * 1000000ull;
     uv_timer_start(&lc->drain_timer, drain_tick, 0, DRAIN_POLL_MS);
 }
 
@@ -440,7 +505,7 @@ static void reload_note_restart_keys(const struct lorad_config *o, const struct 
         {"initial_adapter", str_differs(o->initial_adapter, n->initial_adapter)},
         {"state_file", str_differs(o->state_file, n->state_file)},
         {"blas_coretype", str_differs(o->blas_coretype, n->blas_coretype)},
-        {"workers", n->workers != 0 && n->workers != o->workers},
+        {"workers", n->workers != o->workers},
         {"max_batch_rows", o->max_batch_rows != n->max_batch_rows},
         {"history", o->history != n->history},
         {"max_rank", o->max_rank != n->max_rank},
@@ -468,12 +533,12 @@ static void reload_apply(struct lorad_server *srv, struct reload_job *j)
     srv->auth_token = j->token;
     j->token = NULL;
     c->max_body_bytes = n->max_body_bytes;
-    /* workers read this one (infer_parse): store it atomically */
-    __atomic_store_n(&c->max_rows_per_request, n->max_rows_per_request, __ATOMIC_RELAXED);
+    c->max_rows_per_request = n->max_rows_per_request;
+    atomic_store(&srv->max_rows_per_request, c->max_rows_per_request); /* workers read it */
     c->drain_timeout_ms = n->drain_timeout_ms;
     c->shutdown_delay_ms = n->shutdown_delay_ms;
     LOG_I("event=reload log_level=%s auth=%s max_body_bytes=%zu max_rows_per_request=%d "
-          "drain_timeout_ms=%d shutdown_delay_ms=%d", config_log_level_name(c->log_level),
+          "drain_timeout_ms=%d shutdown_delay_ms=%d", log_level_name(c->log_level),
           srv->auth_token ? "on" : "off", c->max_body_bytes, c->max_rows_per_request,
           c->drain_timeout_ms, c->shutdown_delay_ms);
 }
@@ -510,10 +575,7 @@ static void reload_done(uv_work_t *w, int status)
 static void reload_start(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    systemd_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
-                   (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    systemd_notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(clock_now_ns() / 1000));
     struct reload_job *j = calloc(1, sizeof(*j));
     if (!j || (srv->config_path && !(j->path = strdup(srv->config_path))))
         goto fail;
@@ -563,7 +625,7 @@ static int start_loop_handles(struct lifecycle *lc)
         uv_signal_start(&lc->sig_int, on_stop_signal, SIGINT) < 0 ||
         uv_signal_start(&lc->sig_hup, on_hup, SIGHUP) < 0)
         return -1;
-    systemd_watchdog_start(srv, &lc->watchdog);
+    watchdog_start(srv, &lc->watchdog);
     return 0;
 }
 
@@ -579,7 +641,7 @@ static void close_any(uv_handle_t *h, void *arg)
  * during a swap): nothing is freed and the caller must _exit(). */
 static bool teardown(struct lorad_server *srv)
 {
-    if (!control_idle(srv)) {
+    if (!control_work_idle(srv)) {
         LOG_W("event=teardown_skipped reason=\"control work still in flight\"");
         return false;
     }
@@ -590,8 +652,9 @@ static bool teardown(struct lorad_server *srv)
             free(srv->loop);
         srv->loop = NULL;
     }
-    metrics_free(srv);
+    metrics_free(&srv->metrics);
     control_free(srv);
+    statewrite_free(srv);
     serving_free(&srv->serving);
     adapter_profile_free(&srv->profile);
     if (srv->adapter_dirfd >= 0)
@@ -639,9 +702,11 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
-    if ((rc = control_init(srv, &err)) < 0 || (rc = load_serving_state(srv, &err)) < 0)
+    clock_gettime(CLOCK_REALTIME, &srv->started_rt); /* the base model's loaded_at */
+    if ((rc = control_init(srv, &err)) < 0 || (rc = statewrite_init(srv, &err)) < 0 ||
+        (rc = load_serving_state(srv, &err)) < 0)
         goto fail;
-    if ((rc = control_write_state_sync(srv, &err)) < 0) {
+    if ((rc = statewrite_sync(srv, &err)) < 0) {
         lorad_error_prefix(&err, "state_file");
         goto fail;
     }
@@ -651,22 +716,22 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "cannot create the event loop");
         goto fail;
     }
-    if ((rc = metrics_init(srv)) < 0) {
+    if (!(srv->metrics = metrics_new())) {
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
-    if ((rc = workers_start(srv, &err)) < 0) {
+    if ((rc = start_workers(srv, &err)) < 0) {
         lorad_error_prefix(&err, "workers");
         goto fail;
     }
-    if ((rc = http_start(srv, &err)) < 0) {
+    if ((rc = http_start(srv, routes, sizeof(routes) / sizeof(routes[0]), &err)) < 0) {
         lorad_error_prefix(&err, "listen");
-        workers_stop(srv);
+        workers_stop(&srv->workers);
         goto fail;
     }
     if (start_loop_handles(lc) < 0) {
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "cannot install signal handlers");
-        workers_stop(srv);
+        workers_stop(&srv->workers);
         http_close(srv);
         goto fail;
     }
@@ -720,7 +785,7 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     srv.adapter_dirfd = -1;
     srv.restored = -1;
-    srv.started_ns = lorad_now_ns();
+    srv.started_ns = clock_now_ns();
     atomic_store(&srv.run_state, LORAD_STARTING);
     lc.srv = &srv;
     lc.ovr = cl.ovr;
@@ -742,8 +807,8 @@ int main(int argc, char **argv)
         teardown(&srv);
         return rc;
     }
+    atomic_store(&srv.max_rows_per_request, srv.cfg.max_rows_per_request);
     blas_select(srv.cfg.blas_coretype, argv);
-    resolve_workers(&srv.cfg);
     LOG_I("event=start version=%s pid=%d config=%s", LORAD_VERSION, (int)getpid(),
           cl.config_path ? cl.config_path : "null");
     rc = serve(&srv, &lc);
