@@ -100,8 +100,7 @@ static int read_secret(const char *path, size_t max, char **out, size_t *len,
     if (fd < 0)
         return read_failed(path, -errno, max, err);
     if (fstat(fd, &st) == 0 && (st.st_mode & S_IROTH))
-        rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: world-readable; chmod o-r it",
-                             path);
+        rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: world-readable; chmod o-r it", path);
     else if ((rc = fileio_read_fd(fd, max, out, len)) < 0)
         rc = read_failed(path, rc, max, err);
     close(fd);
@@ -168,7 +167,8 @@ static int set_targets(struct lorad_config *c, const cJSON *v, struct lorad_erro
         return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
     int i = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         if (!cJSON_IsString(e) || !e->valuestring || !e->valuestring[0]) {
             lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                             "config key target_modules: entry %d is not a non-empty string", i);
@@ -204,8 +204,12 @@ static int set_level(int *dst, const cJSON *v, struct lorad_error *err)
 static int set_key(struct lorad_config *c, const cJSON *v, struct lorad_error *err)
 {
     const char *k = v->string;
-#define STR(name, nullable) if (strcmp(k, #name) == 0) return set_string(&c->name, v, nullable, err)
-#define INT(name) if (strcmp(k, #name) == 0) return set_int(&c->name, v, err)
+#define STR(name, nullable)                                                                        \
+    if (strcmp(k, #name) == 0)                                                                     \
+    return set_string(&c->name, v, nullable, err)
+#define INT(name)                                                                                  \
+    if (strcmp(k, #name) == 0)                                                                     \
+    return set_int(&c->name, v, err)
     STR(listen, false);
     STR(control_listen, true);
     STR(model_dir, false);
@@ -297,7 +301,8 @@ static int check_address(const char *key, const char *a, struct lorad_error *err
         if (a[5] == '\0' || strlen(a + 5) >= 108)
             return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                    "config key %s: \"unix:\" needs a socket path shorter than "
-                                   "108 bytes", key);
+                                   "108 bytes",
+                                   key);
         return 0;
     }
     const char *colon = strrchr(a, ':');
@@ -336,8 +341,8 @@ int config_validate(const struct lorad_config *c, struct lorad_error *err)
         (rc = check_range("max_batch_rows", c->max_batch_rows, 1, 4096, err)) < 0 ||
         (rc = check_range("history", c->history, 0, 1024, err)) < 0 ||
         (rc = check_range("max_rank", c->max_rank, 0, 65536, err)) < 0 ||
-        (rc = check_range("max_body_bytes", (long long)c->max_body_bytes, 1024,
-                          1LL << 31, err)) < 0 ||
+        (rc = check_range("max_body_bytes", (long long)c->max_body_bytes, 1024, 1LL << 31, err)) <
+            0 ||
         (rc = check_range("max_rows_per_request", c->max_rows_per_request, 1, 1 << 20, err)) < 0 ||
         (rc = check_range("drain_timeout_ms", c->drain_timeout_ms, 0, 3600000, err)) < 0 ||
         (rc = check_range("shutdown_delay_ms", c->shutdown_delay_ms, 0, 3600000, err)) < 0 ||
@@ -354,7 +359,8 @@ int config_validate(const struct lorad_config *c, struct lorad_error *err)
     if (strcmp(bc, "auto") != 0 && strcmp(bc, "keep") != 0 && !blas_core_name_valid(bc))
         return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                "config key blas_coretype: unknown core \"%s\"; use \"auto\", "
-                               "\"keep\" or one of %s", bc, blas_core_names());
+                               "\"keep\" or one of %s",
+                               bc, blas_core_names());
     return 0;
 }
 

@@ -19,8 +19,8 @@
 #include "../lib/errors.h"
 
 struct lorad_config {
-    char *listen;          /* "HOST:PORT" or "unix:/path" */
-    char *control_listen;  /* NULL: control plane on `listen` */
+    char *listen;         /* "HOST:PORT" or "unix:/path" */
+    char *control_listen; /* NULL: control plane on `listen` */
     char *model_dir;
     char *adapter_dir;
     char *initial_adapter; /* NULL: start on the base model */

@@ -38,18 +38,18 @@ struct stage_job {
     char name[SNAPSHOT_NAME_MAX + 1];
     char sha256[65];
     bool has_sha256;
-    int canary_bp;                     /* -1: becomes stable */
-    struct adapter_profile *profile;   /* duplicate of srv->profile */
-    struct snapshot *snap;             /* out */
+    int canary_bp;                       /* -1: becomes stable */
+    struct adapter_profile *profile;     /* duplicate of srv->profile */
+    struct snapshot *snap;               /* out */
     struct adapter_profile *profile_out; /* out: completed profile or NULL */
     int rc;
     struct lorad_error err;
-    double stage_ms;                   /* measured around adapter_stage */
+    double stage_ms; /* measured around adapter_stage */
 };
 
 struct control {
-    bool swap_busy;        /* a /swap is staging or being written */
-    unsigned stages;       /* staging jobs in the threadpool */
+    bool swap_busy;  /* a /swap is staging or being written */
+    unsigned stages; /* staging jobs in the threadpool */
     struct control_swaps swaps;
 };
 
@@ -154,8 +154,8 @@ static int parse_percent(const cJSON *v, const char *key, int *bp, struct lorad_
 {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0 ||
         v->valuedouble > 100)
-        return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
-                               "\"%s\" must be a number in [0, 100]", key);
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST, "\"%s\" must be a number in [0, 100]",
+                               key);
     *bp = (int)lround(v->valuedouble * 100.0);
     if (*bp > SERVING_BP_MAX)
         *bp = SERVING_BP_MAX;
@@ -199,10 +199,9 @@ static void control_notify_status(struct lorad_server *srv)
     const struct serving_view *v = serving_current(srv->serving);
     if (atomic_load(&srv->run_state) != LORAD_SERVING)
         return; /* STATUS=draining stays */
-    systemd_notify("STATUS=serving adapter=%s version=%llu%s",
-                   v->stable ? v->stable->name : "(base)",
-                   (unsigned long long)(v->stable ? v->stable->version : 0),
-                   v->canary ? " canary=on" : "");
+    systemd_notify(
+        "STATUS=serving adapter=%s version=%llu%s", v->stable ? v->stable->name : "(base)",
+        (unsigned long long)(v->stable ? v->stable->version : 0), v->canary ? " canary=on" : "");
 }
 
 /* After a commit: the answer, given once the state is on disk. */
@@ -296,8 +295,9 @@ static void stage_commit(struct stage_job *j)
     if (c.variant == SERVING_CANARY)
         metrics_reset_evidence(srv->metrics);
     LOG_I("event=swap adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
-          "commit_us=%.3f", c.now->name, (unsigned long long)c.now->version,
-          serving_variant_name(c.variant), (unsigned long long)c.generation, stage_ms, c.commit_us);
+          "commit_us=%.3f",
+          c.now->name, (unsigned long long)c.now->version, serving_variant_name(c.variant),
+          (unsigned long long)c.generation, stage_ms, c.commit_us);
     control_notify_status(srv);
     cJSON *ans = commit_answer(&c, true, stage_ms);
     if (ans && c.variant == SERVING_CANARY)
@@ -344,7 +344,8 @@ static int swap_parse(struct http_request *r, struct stage_job *j, const char **
         *name = j->name;
         rc = lorad_error_set(err, LORAD_E_FORBIDDEN_NAME,
                              "adapter name \"%.130s\" does not match "
-                             "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", a->valuestring);
+                             "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                             a->valuestring);
         goto out;
     }
     snprintf(j->name, sizeof(j->name), "%s", a->valuestring);
@@ -438,8 +439,9 @@ void control_rollback(struct http_request *r)
         goto fail;
     metrics_record_rollback(srv->metrics, c.commit_us);
     LOG_I("event=rollback adapter=%s version=%llu generation=%llu previous=%s "
-          "previous_version=%llu commit_us=%.3f", c.now ? c.now->name : "null",
-          (unsigned long long)(c.now ? c.now->version : 0), (unsigned long long)c.generation,
+          "previous_version=%llu commit_us=%.3f",
+          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
+          (unsigned long long)c.generation,
           c.has_previous && c.previous_adapter[0] ? c.previous_adapter : "null",
           (unsigned long long)c.previous_version, c.commit_us);
     control_notify_status(srv);
@@ -491,12 +493,10 @@ void control_promote(struct http_request *r)
     struct lorad_error err = {0};
     struct serving_commit c;
     cJSON *body = NULL;
-    if (parse_body(r, keys, true, &body, &err) < 0 ||
-        serving_promote(srv->serving, &c, &err) < 0)
+    if (parse_body(r, keys, true, &body, &err) < 0 || serving_promote(srv->serving, &c, &err) < 0)
         goto fail;
-    LOG_I("event=promote adapter=%s version=%llu generation=%llu",
-          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
-          (unsigned long long)c.generation);
+    LOG_I("event=promote adapter=%s version=%llu generation=%llu", c.now ? c.now->name : "null",
+          (unsigned long long)(c.now ? c.now->version : 0), (unsigned long long)c.generation);
     control_notify_status(srv);
     cJSON_Delete(body);
     control_durable(r, commit_answer(&c, false, 0), "promote", NULL);
@@ -505,4 +505,3 @@ fail:
     cJSON_Delete(body);
     http_respond_error(r, err.code, "%s", err.msg);
 }
-

@@ -38,10 +38,10 @@ struct control_swaps {
         bool adapter_null; /* the request named no adapter string */
         char adapter[SNAPSHOT_NAME_MAX + 1];
         bool ok;
-        uint64_t version; /* when ok */
-        int code;         /* when not ok: its lorad_err */
+        uint64_t version;   /* when ok */
+        int code;           /* when not ok: its lorad_err */
         struct timespec at; /* CLOCK_REALTIME */
-    } last; /* the last /swap */
+    } last;                 /* the last /swap */
 };
 const struct control_swaps *control_swaps(const struct lorad_server *srv);
 

@@ -81,7 +81,7 @@ struct http {
     size_t inflight;
     bool draining;
     struct http_drain_tally tally; /* since http_stop_accepting */
-    int closing_handles; /* handles whose close callback is pending */
+    int closing_handles;           /* handles whose close callback is pending */
     bool close_requested;
 };
 

@@ -57,8 +57,7 @@ const char *http_header(struct http_request *r, const char *name);
 void http_respond(struct http_request *r, int status, const char *content_type, char *body,
                   size_t len, const char *const *headers);
 /* Answers with the JSON object (consumed). */
-void http_respond_json(struct http_request *r, int status, cJSON *obj,
-                       const char *const *headers);
+void http_respond_json(struct http_request *r, int status, cJSON *obj, const char *const *headers);
 /* Answers {"error": {"code", "message"}} with the status SPEC 6 gives
  * for `code`. */
 void http_respond_error(struct http_request *r, int code, const char *fmt, ...)

@@ -22,8 +22,8 @@
 
 #define LOG_LINE_MAX 4096
 
-static _Atomic int log_level = 6;     /* LOG_INFO */
-static _Atomic int log_journal = -1;  /* -1 unknown, 0 no, 1 JOURNAL_STREAM set */
+static _Atomic int log_level = 6;    /* LOG_INFO */
+static _Atomic int log_journal = -1; /* -1 unknown, 0 no, 1 JOURNAL_STREAM set */
 
 void log_set_level(int level)
 {
@@ -66,9 +66,9 @@ static size_t log_prefix(char *buf, size_t n, int level)
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
-        w = snprintf(buf, n, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, log_level_name(level));
+        w = snprintf(buf, n, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000L, log_level_name(level));
     }
     return w < 0 ? 0 : ((size_t)w >= n ? n - 1 : (size_t)w);
 }

@@ -45,18 +45,18 @@ struct lorad_server {
     struct lorad_config cfg;
     char *config_path; /* for SIGHUP */
     uv_loop_t *loop;
-    struct model *model;             /* immutable after start; workers read */
-    int adapter_dirfd;               /* adapter_dir opened O_DIRECTORY */
-    struct serving *serving;         /* writer: loop thread; readers: workers */
-    struct adapter_profile *profile; /* NULL until known; replaced, never mutated */
-    _Atomic int run_state;           /* enum lorad_run_state */
+    struct model *model;              /* immutable after start; workers read */
+    int adapter_dirfd;                /* adapter_dir opened O_DIRECTORY */
+    struct serving *serving;          /* writer: loop thread; readers: workers */
+    struct adapter_profile *profile;  /* NULL until known; replaced, never mutated */
+    _Atomic int run_state;            /* enum lorad_run_state */
     _Atomic int max_rows_per_request; /* cfg's, reloadable: workers read it */
-    int scratch_rank;      /* workers' forward scratch rank (set before they start) */
-    int restored;          /* -1 null, 0 false, 1 true (/status) */
-    uint64_t started_ns;   /* clock_now_ns() at start (uptime) */
-    struct timespec started_rt; /* CLOCK_REALTIME when the model was loaded */
-    char *auth_token;      /* NULL: no auth; re-read on SIGHUP */
-    unsigned adapter_scans; /* /adapters scans in the threadpool (status.c) */
+    int scratch_rank;                 /* workers' forward scratch rank (set before they start) */
+    int restored;                     /* -1 null, 0 false, 1 true (/status) */
+    uint64_t started_ns;              /* clock_now_ns() at start (uptime) */
+    struct timespec started_rt;       /* CLOCK_REALTIME when the model was loaded */
+    char *auth_token;                 /* NULL: no auth; re-read on SIGHUP */
+    unsigned adapter_scans;           /* /adapters scans in the threadpool (status.c) */
     struct workers *workers;
     struct http *http;
     struct metrics *metrics; /* allocated once by main.c */

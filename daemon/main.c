@@ -79,18 +79,18 @@ static const struct http_route routes[] = {
 /* Signals, timers and reload bookkeeping of the loop (loop thread). */
 struct lifecycle {
     struct lorad_server *srv;
-    struct config_overrides ovr;   /* command-line flags, re-applied on reload */
+    struct config_overrides ovr; /* command-line flags, re-applied on reload */
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t delay_timer;        /* shutdown_delay_ms */
-    uv_timer_t drain_timer;        /* 10 ms drain poll */
-    uv_timer_t watchdog;           /* systemd WATCHDOG=1 */
+    uv_timer_t delay_timer; /* shutdown_delay_ms */
+    uv_timer_t drain_timer; /* 10 ms drain poll */
+    uv_timer_t watchdog;    /* systemd WATCHDOG=1 */
     uint64_t drain_deadline_ns;
-    uint64_t flush_deadline_ns;    /* 0 until the workers exited past the deadline */
+    uint64_t flush_deadline_ns; /* 0 until the workers exited past the deadline */
     bool draining;
-    bool expired;                  /* drain_timeout_ms passed: queued requests refused */
-    bool reloading;                /* a SIGHUP reload runs in the threadpool */
-    bool reload_again;             /* another SIGHUP came meanwhile */
-    bool abandoned;                /* control work in flight at the end: exit, close nothing */
+    bool expired;      /* drain_timeout_ms passed: queued requests refused */
+    bool reloading;    /* a SIGHUP reload runs in the threadpool */
+    bool reload_again; /* another SIGHUP came meanwhile */
+    bool abandoned;    /* control work in flight at the end: exit, close nothing */
 };
 
 /* A SIGHUP reload: files read in the threadpool, applied on the loop. */
@@ -108,28 +108,36 @@ struct reload_job {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lorad [--config FILE] [options]\n"
-            "Serves a LoRA-augmented linear model and hot-swaps its adapter.\n\n"
-            "  -c, --config FILE         configuration file (JSON, comments allowed)\n"
-            "      --check-config        validate config, model, adapter_dir, token and\n"
-            "                            initial adapter, print \"config ok\" and exit\n"
-            "      --listen ADDR         data plane address (HOST:PORT or unix:/path)\n"
-            "      --control-listen ADDR separate control plane address (\"null\": none)\n"
-            "      --model-dir DIR       base model directory\n"
-            "      --adapter-dir DIR     directory of PEFT adapter directories\n"
-            "      --initial-adapter N   adapter to serve when no state is restored\n"
-            "      --state-file FILE     persistent serving state (\"null\": none)\n"
-            "      --workers N           worker threads (0 = one per CPU)\n"
-            "      --log-level LEVEL     error, warning, notice, info or debug\n"
-            "  -h, --help                this help\n"
-            "  -V, --version             print the version\n\n"
-            "Flags override the file's keys, also after SIGHUP. Signals: SIGTERM/SIGINT\n"
-            "drain and exit, SIGHUP re-reads the reloadable keys and the token file.\n");
+    fprintf(f, "usage: lorad [--config FILE] [options]\n"
+               "Serves a LoRA-augmented linear model and hot-swaps its adapter.\n\n"
+               "  -c, --config FILE         configuration file (JSON, comments allowed)\n"
+               "      --check-config        validate config, model, adapter_dir, token and\n"
+               "                            initial adapter, print \"config ok\" and exit\n"
+               "      --listen ADDR         data plane address (HOST:PORT or unix:/path)\n"
+               "      --control-listen ADDR separate control plane address (\"null\": none)\n"
+               "      --model-dir DIR       base model directory\n"
+               "      --adapter-dir DIR     directory of PEFT adapter directories\n"
+               "      --initial-adapter N   adapter to serve when no state is restored\n"
+               "      --state-file FILE     persistent serving state (\"null\": none)\n"
+               "      --workers N           worker threads (0 = one per CPU)\n"
+               "      --log-level LEVEL     error, warning, notice, info or debug\n"
+               "  -h, --help                this help\n"
+               "  -V, --version             print the version\n\n"
+               "Flags override the file's keys, also after SIGHUP. Signals: SIGTERM/SIGINT\n"
+               "drain and exit, SIGHUP re-reads the reloadable keys and the token file.\n");
 }
 
-enum { OPT_CHECK = 256, OPT_LISTEN, OPT_CONTROL, OPT_MODEL, OPT_ADAPTERS, OPT_INITIAL,
-       OPT_STATE, OPT_WORKERS, OPT_LEVEL };
+enum {
+    OPT_CHECK = 256,
+    OPT_LISTEN,
+    OPT_CONTROL,
+    OPT_MODEL,
+    OPT_ADAPTERS,
+    OPT_INITIAL,
+    OPT_STATE,
+    OPT_WORKERS,
+    OPT_LEVEL
+};
 
 struct cmdline {
     const char *config_path;
@@ -161,15 +169,33 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
     char *end;
     while ((o = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': cl->config_path = optarg; break;
-        case OPT_CHECK: cl->check_only = true; break;
-        case OPT_LISTEN: cl->ovr.listen = optarg; break;
-        case OPT_CONTROL: cl->ovr.control_listen = optarg; break;
-        case OPT_MODEL: cl->ovr.model_dir = optarg; break;
-        case OPT_ADAPTERS: cl->ovr.adapter_dir = optarg; break;
-        case OPT_INITIAL: cl->ovr.initial_adapter = optarg; break;
-        case OPT_STATE: cl->ovr.state_file = optarg; break;
-        case OPT_LEVEL: cl->ovr.log_level = optarg; break;
+        case 'c':
+            cl->config_path = optarg;
+            break;
+        case OPT_CHECK:
+            cl->check_only = true;
+            break;
+        case OPT_LISTEN:
+            cl->ovr.listen = optarg;
+            break;
+        case OPT_CONTROL:
+            cl->ovr.control_listen = optarg;
+            break;
+        case OPT_MODEL:
+            cl->ovr.model_dir = optarg;
+            break;
+        case OPT_ADAPTERS:
+            cl->ovr.adapter_dir = optarg;
+            break;
+        case OPT_INITIAL:
+            cl->ovr.initial_adapter = optarg;
+            break;
+        case OPT_STATE:
+            cl->ovr.state_file = optarg;
+            break;
+        case OPT_LEVEL:
+            cl->ovr.log_level = optarg;
+            break;
         case OPT_WORKERS:
             errno = 0;
             long w = strtol(optarg, &end, 10);
@@ -179,9 +205,15 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
             }
             cl->ovr.workers = (int)w;
             break;
-        case 'h': usage(stdout); return 1;
-        case 'V': printf("lorad %s\n", LORAD_VERSION); return 1;
-        default: usage(stderr); return -1;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case 'V':
+            printf("lorad %s\n", LORAD_VERSION);
+            return 1;
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (optind < argc) {
@@ -209,8 +241,7 @@ static int open_adapter_dir(const char *dir, int *fd, struct lorad_error *err)
 }
 
 /* Stages `name` synchronously (start-up may block) and makes it stable. */
-static int load_initial_adapter(struct lorad_server *srv, const char *name,
-                                struct lorad_error *err)
+static int load_initial_adapter(struct lorad_server *srv, const char *name, struct lorad_error *err)
 {
     struct snapshot *snap = NULL;
     struct adapter_profile *completed = NULL;
@@ -238,8 +269,9 @@ static int load_initial_adapter(struct lorad_server *srv, const char *name,
         srv->profile = completed;
     }
     LOG_I("event=swap adapter=%s version=%llu variant=stable generation=%llu stage_ms=%.3f "
-          "reason=initial_adapter", c.now->name, (unsigned long long)c.now->version,
-          (unsigned long long)c.generation, c.now->stage_ms);
+          "reason=initial_adapter",
+          c.now->name, (unsigned long long)c.now->version, (unsigned long long)c.generation,
+          c.now->stage_ms);
     return 0;
 }
 
@@ -249,15 +281,15 @@ static int load_serving_state(struct lorad_server *srv, struct lorad_error *err)
     srv->restored = -1;
     if (srv->cfg.state_file) {
         struct lorad_error rerr = {0};
-        enum statefile_restored res = statefile_restore(srv->cfg.state_file, srv->adapter_dirfd,
-                                                        srv->model, srv->serving, &srv->profile,
-                                                        &rerr);
+        enum statefile_restored res =
+            statefile_restore(srv->cfg.state_file, srv->adapter_dirfd, srv->model, srv->serving,
+                              &srv->profile, &rerr);
         srv->restored = (int)res;
         if (res == STATEFILE_RESTORED) {
             const struct serving_view *v = serving_current(srv->serving);
             LOG_I("event=state_restored path=%s adapter=%s version=%llu generation=%llu "
-                  "history=%zu canary=%s", srv->cfg.state_file,
-                  v->stable ? v->stable->name : "null",
+                  "history=%zu canary=%s",
+                  srv->cfg.state_file, v->stable ? v->stable->name : "null",
                   (unsigned long long)(v->stable ? v->stable->version : 0),
                   (unsigned long long)v->generation, serving_history_len(srv->serving),
                   v->canary ? v->canary->name : "null");
@@ -265,8 +297,8 @@ static int load_serving_state(struct lorad_server *srv, struct lorad_error *err)
         }
         if (res == STATEFILE_FAILED) {
             char q[LORAD_ERROR_MSG_MAX + 8];
-            LOG_E("event=state_restore_failed path=%s reason=%s fallback=%s",
-                  srv->cfg.state_file, log_quote(q, sizeof(q), rerr.msg),
+            LOG_E("event=state_restore_failed path=%s reason=%s fallback=%s", srv->cfg.state_file,
+                  log_quote(q, sizeof(q), rerr.msg),
                   srv->cfg.initial_adapter ? srv->cfg.initial_adapter : "base_model");
         }
     }
@@ -309,8 +341,8 @@ static int start_workers(struct lorad_server *srv, struct lorad_error *err)
         .queue_max = (size_t)srv->cfg.queue_max_requests,
     };
     struct workers_ops ops;
-    srv->scratch_rank = srv->profile && srv->profile->max_rank > 0 ? srv->profile->max_rank
-                                                                   : DEFAULT_SCRATCH_RANK;
+    srv->scratch_rank =
+        srv->profile && srv->profile->max_rank > 0 ? srv->profile->max_rank : DEFAULT_SCRATCH_RANK;
     infer_workers_ops(srv, &ops);
     return workers_start(&srv->workers, srv->loop, &wc, &ops, err);
 }
@@ -412,7 +444,8 @@ static void drain_expire(struct lifecycle *lc)
     lc->expired = true;
     LOG_W("event=drain_timeout timeout_ms=%d refused_queued=%zu running=%zu "
           "action=\"queued requests answered 503 draining; running batches finish and are "
-          "answered\"", srv->cfg.drain_timeout_ms, refused, running);
+          "answered\"",
+          srv->cfg.drain_timeout_ms, refused, running);
 }
 
 static void drain_tick(uv_timer_t *t)
@@ -460,8 +493,8 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     lc->draining = true;
     atomic_store(&srv->run_state, LORAD_DRAINING);
     systemd_notify("STOPPING=1\nSTATUS=draining");
-    LOG_I("event=shutdown_begin signal=%s shutdown_delay_ms=%d", signum == SIGTERM ? "SIGTERM"
-          : "SIGINT", srv->cfg.shutdown_delay_ms);
+    LOG_I("event=shutdown_begin signal=%s shutdown_delay_ms=%d",
+          signum == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_delay_ms);
     uv_timer_start(&lc->delay_timer, delay_done, (uint64_t)srv->cfg.shutdown_delay_ms, 0);
 }
 
@@ -497,7 +530,10 @@ static bool targets_differ(const struct lorad_config *a, const struct lorad_conf
 /* Logs every changed key that only a restart applies. */
 static void reload_note_restart_keys(const struct lorad_config *o, const struct lorad_config *n)
 {
-    struct { const char *key; bool changed; } k[] = {
+    struct {
+        const char *key;
+        bool changed;
+    } k[] = {
         {"listen", str_differs(o->listen, n->listen)},
         {"control_listen", str_differs(o->control_listen, n->control_listen)},
         {"model_dir", str_differs(o->model_dir, n->model_dir)},
@@ -517,7 +553,8 @@ static void reload_note_restart_keys(const struct lorad_config *o, const struct 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
         if (k[i].changed)
             LOG_W("event=reload_needs_restart key=%s reason=\"changed, applies at the next "
-                  "start\"", k[i].key);
+                  "start\"",
+                  k[i].key);
 }
 
 static void reload_apply(struct lorad_server *srv, struct reload_job *j)
@@ -538,9 +575,9 @@ static void reload_apply(struct lorad_server *srv, struct reload_job *j)
     c->drain_timeout_ms = n->drain_timeout_ms;
     c->shutdown_delay_ms = n->shutdown_delay_ms;
     LOG_I("event=reload log_level=%s auth=%s max_body_bytes=%zu max_rows_per_request=%d "
-          "drain_timeout_ms=%d shutdown_delay_ms=%d", log_level_name(c->log_level),
-          srv->auth_token ? "on" : "off", c->max_body_bytes, c->max_rows_per_request,
-          c->drain_timeout_ms, c->shutdown_delay_ms);
+          "drain_timeout_ms=%d shutdown_delay_ms=%d",
+          log_level_name(c->log_level), srv->auth_token ? "on" : "off", c->max_body_bytes,
+          c->max_rows_per_request, c->drain_timeout_ms, c->shutdown_delay_ms);
 }
 
 static void reload_done(uv_work_t *w, int status)
@@ -738,24 +775,25 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
     atomic_store(&srv->run_state, LORAD_SERVING);
     const struct serving_view *v = serving_current(srv->serving);
     LOG_I("event=ready listen=%s control_listen=%s workers=%d adapter=%s version=%llu "
-          "generation=%llu restored=%s auth=%s", srv->cfg.listen,
-          srv->cfg.control_listen ? srv->cfg.control_listen : "same",
+          "generation=%llu restored=%s auth=%s",
+          srv->cfg.listen, srv->cfg.control_listen ? srv->cfg.control_listen : "same",
           srv->cfg.workers, v->stable ? v->stable->name : "null",
           (unsigned long long)(v->stable ? v->stable->version : 0),
           (unsigned long long)v->generation,
-          srv->restored < 0 ? "null" : srv->restored ? "true" : "false",
+          srv->restored < 0 ? "null"
+          : srv->restored   ? "true"
+                            : "false",
           srv->auth_token ? "on" : "off");
     systemd_notify("READY=1\nSTATUS=serving adapter=%s version=%llu",
                    v->stable ? v->stable->name : "(base)",
                    (unsigned long long)(v->stable ? v->stable->version : 0));
     uv_run(srv->loop, UV_RUN_DEFAULT);
     return 0;
-fail:
-    {
-        char q[LORAD_ERROR_MSG_MAX + 8];
-        LOG_E("event=startup_failed code=%s reason=%s", lorad_err_name(err.code ? err.code : rc),
-              log_quote(q, sizeof(q), err.msg));
-    }
+fail : {
+    char q[LORAD_ERROR_MSG_MAX + 8];
+    LOG_E("event=startup_failed code=%s reason=%s", lorad_err_name(err.code ? err.code : rc),
+          log_quote(q, sizeof(q), err.msg));
+}
     return 1;
 }
 

@@ -262,7 +262,8 @@ struct metrics_text {
     bool oom;
 };
 
-static void bprintf(struct metrics_text *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(struct metrics_text *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void bprintf(struct metrics_text *b, const char *fmt, ...)
 {
     va_list ap;
@@ -315,7 +316,8 @@ static void put_head(struct metrics_text *b, const char *name, const char *type,
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void render_phist(struct metrics_text *b, const char *name, const char *help, const struct phist *h)
+static void render_phist(struct metrics_text *b, const char *name, const char *help,
+                         const struct phist *h)
 {
     uint64_t cum = 0;
     size_t i;
@@ -351,7 +353,7 @@ static void render_requests(struct metrics_text *b, const struct metrics *m)
     static const char *const vnames[] = {"stable", "canary", "none"};
     size_t i;
     put_head(b, "lorad_requests_total", "counter",
-         "Answered /infer requests by variant and HTTP status.");
+             "Answered /infer requests by variant and HTTP status.");
     for (i = 0; i < m->nreq; i++)
         bprintf(b, "lorad_requests_total{variant=\"%s\",code=\"%d\"} %llu\n",
                 vnames[m->req[i].variant], m->req[i].code, (unsigned long long)m->req[i].n);
@@ -371,7 +373,7 @@ static void render_gauges(struct metrics_text *b, const struct metrics_gauges *g
     put_head(b, "lorad_generation", "gauge", "Serving state generation (every commit adds one).");
     bprintf(b, "lorad_generation %llu\n", (unsigned long long)(v ? v->generation : 0));
     put_head(b, "lorad_adapter_info", "gauge",
-         "Adapter serving each variant (adapter=\"\" and version 0: base model only).");
+             "Adapter serving each variant (adapter=\"\" and version 0: base model only).");
     if (v) {
         render_adapter(b, "stable", v->stable);
         if (v->canary)

@@ -153,8 +153,8 @@ static int write_prepare(struct state_write *w)
     w->path = strdup(srv->cfg.state_file);
     w->text = statefile_render(srv->serving, srv->profile, srv->model);
     if (!w->path || !w->text)
-        return w->rc = lorad_error_set(&w->err, LORAD_E_INTERNAL,
-                                       "out of memory rendering the state");
+        return w->rc =
+                   lorad_error_set(&w->err, LORAD_E_INTERNAL, "out of memory rendering the state");
     w->len = strlen(w->text);
     return 0;
 }

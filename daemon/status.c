@@ -121,9 +121,12 @@ static cJSON *status_json(struct lorad_server *srv)
     if (!o)
         return NULL;
     int st = atomic_load(&srv->run_state);
-    cJSON_AddStringToObject(o, "state", st == LORAD_DRAINING ? "draining"
-                                        : st == LORAD_SERVING ? "serving" : "starting");
-    cJSON_AddNumberToObject(o, "uptime_s", (double)((clock_now_ns() - srv->started_ns) / 1000000000ull));
+    cJSON_AddStringToObject(o, "state",
+                            st == LORAD_DRAINING  ? "draining"
+                            : st == LORAD_SERVING ? "serving"
+                                                  : "starting");
+    cJSON_AddNumberToObject(o, "uptime_s",
+                            (double)((clock_now_ns() - srv->started_ns) / 1000000000ull));
     cJSON_AddNumberToObject(o, "generation", (double)v->generation);
     if (srv->restored < 0)
         cJSON_AddNullToObject(o, "restored");

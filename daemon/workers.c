@@ -51,7 +51,7 @@ struct workers {
     struct workers_item *head, *tail;
     _Atomic size_t qlen;
     bool stopping;
-    struct worker *w; /* [cfg.threads] */
+    struct worker *w;          /* [cfg.threads] */
     _Atomic uint64_t progress; /* batches run */
     /* completions */
     pthread_mutex_t done_mu;

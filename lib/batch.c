@@ -93,8 +93,8 @@ static void job_fail(struct batch_job *j, int code, const char *msg)
 /* Pass 1: the job's body into j->req. */
 static void job_parse(struct batch_job *j, const struct model *m, const struct batch_params *p)
 {
-    int rc = j->binary ? inferbody_parse_binary(j->body, j->body_len, m->in_features,
-                                                p->max_rows, &j->req, &j->err)
+    int rc = j->binary ? inferbody_parse_binary(j->body, j->body_len, m->in_features, p->max_rows,
+                                                &j->req, &j->err)
                        : inferbody_parse_json(j->body, j->body_len, m->in_features, p->max_rows,
                                               &j->req, &j->err);
     j->code = rc;
@@ -145,9 +145,9 @@ static void job_answer(struct batch_job *j, const struct model *m, const struct 
 }
 
 /* Pass 3 and 4 for the jobs routed to `var`: one forward over their rows. */
-static void run_group(const struct model *m, const struct serving_view *v,
-                      enum serving_variant var, const struct batch_params *p,
-                      struct batch_job *const *jobs, size_t n, struct batch_scratch *sc)
+static void run_group(const struct model *m, const struct serving_view *v, enum serving_variant var,
+                      const struct batch_params *p, struct batch_job *const *jobs, size_t n,
+                      struct batch_scratch *sc)
 {
     const struct snapshot *snap = var == SERVING_CANARY ? v->canary : v->stable;
     size_t width = (size_t)m->in_features, outw = (size_t)m->out_features;

@@ -49,15 +49,12 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
+/* Value of one hex digit, or -1. */
 static int hexval(char c)
 {
-    if (is_digit(c))
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    static const char digits[] = "0123456789abcdefABCDEF";
+    const char *d = c ? strchr(digits, c) : NULL;
+    return !d ? -1 : d - digits < 16 ? (int)(d - digits) : (int)(d - digits) - 6;
 }
 
 static int jp_hex4(struct jp *j, unsigned *out)
@@ -396,9 +393,9 @@ static int jp_key(struct jp *j, const char *key, unsigned *seen, unsigned *k)
         if (strcmp(key, names[i]) == 0)
             *k = 1u << i;
     if (!*k)
-        return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST,
-                               "unknown key \"%.100s\" (allowed: input, inputs, route_key, variant)",
-                               key);
+        return lorad_error_set(
+            j->err, LORAD_E_INVALID_REQUEST,
+            "unknown key \"%.100s\" (allowed: input, inputs, route_key, variant)", key);
     if (*seen & *k)
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST, "duplicate key \"%s\"", key);
     if ((*k & (K_INPUT | K_INPUTS)) && (*seen & (K_INPUT | K_INPUTS)))

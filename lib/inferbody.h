@@ -75,11 +75,11 @@ char *inferbody_put_f32(char *o, float f);
 
 /* What an answer says. */
 struct inferbody_answer {
-    const float *y;       /* [rows][width] outputs */
-    int rows, width;      /* rows >= 1 */
-    bool multi_rows;      /* "outputs" (rows of rows) instead of "output" */
-    const char *adapter;  /* the snapshot's name; NULL or "": the base model */
-    uint64_t version;     /* 0 for the base model */
+    const float *y;      /* [rows][width] outputs */
+    int rows, width;     /* rows >= 1 */
+    bool multi_rows;     /* "outputs" (rows of rows) instead of "output" */
+    const char *adapter; /* the snapshot's name; NULL or "": the base model */
+    uint64_t version;    /* 0 for the base model */
     enum serving_variant variant;
 };
 
