@@ -6,6 +6,8 @@
 #   make check SAN=1   the same under AddressSanitizer + UBSan (build/san)
 #   make check TSAN=1  the same under ThreadSanitizer (build/tsan)
 #   make deps       install the Debian packages (apt-get)
+#   make format        clang-format every C file in place
+#   make format-check  fail when clang-format would change any C file
 #
 # Every dependency is a Debian package found by pkg-config.
 
@@ -59,7 +61,7 @@ TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
 ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
 
-.PHONY: all check run deps clean unit itest format bench
+.PHONY: all check run deps clean unit itest format format-check bench
 .SECONDARY:
 all: $(B)/lorad $(B)/lorad-mkdemo
 
@@ -114,8 +116,14 @@ bench: $(B)/lorad $(B)/lorad-mkdemo $(B)/bench/roof
 run: $(B)/lorad $(B)/lorad-mkdemo
 	@./scripts/run-demo.sh $(B)
 
+# The C files held to the repository's .clang-format.
+FORMAT_SRC := $(wildcard lib/*.[ch] daemon/*.[ch] tests/*.[ch] tests/fuzz/*.c tools/*.c bench/*.c)
+
 format:
-	clang-format -i lib/*.[ch] daemon/*.[ch] tests/*.[ch] tools/*.c
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_SRC) && echo "format-check: $(words $(FORMAT_SRC)) files formatted"
 
 clean:
 	rm -rf build

@@ -19,15 +19,15 @@
 
 #include <cblas.h>
 
-#include "lorad.h"
-#include "startup.h"
+#include "blas.h"
+#include "log.h"
 
 #define BLAS_MARKER "LORAD_BLAS_REEXEC"
 
 static const char *const core_names[] = {
-    "Prescott",  "Core2",     "Penryn",     "Dunnington", "Nehalem",   "Sandybridge",
-    "Haswell",   "SkylakeX",  "Cooperlake", "SapphireRapids", "Atom",  "Barcelona",
-    "Opteron",   "Bulldozer", "Piledriver", "Steamroller", "Excavator", "Zen",
+    "Prescott", "Core2",     "Penryn",     "Dunnington",     "Nehalem",   "Sandybridge",
+    "Haswell",  "SkylakeX",  "Cooperlake", "SapphireRapids", "Atom",      "Barcelona",
+    "Opteron",  "Bulldozer", "Piledriver", "Steamroller",    "Excavator", "Zen",
 };
 #define N_CORES (sizeof(core_names) / sizeof(core_names[0]))
 
@@ -149,7 +149,8 @@ void blas_select(const char *coretype, char **argv)
         }
         if (!cpu_can_run(want)) {
             LOG_W("event=blas_coretype_ignored core=%s reason=\"this CPU lacks the instructions "
-                  "that kernel needs\"", want);
+                  "that kernel needs\"",
+                  want);
             log_config("\"detected by OpenBLAS\"");
             return;
         }

@@ -5,7 +5,10 @@
  * explain itself. Parsing is strict: an unknown key, a duplicate key or a
  * value of the wrong type is LORAD_E_INVALID_CONFIG naming the key; ranges
  * and cross-field rules are checked by config_validate() after the
- * command-line overrides were applied. Also here: the bearer token file.
+ * command-line overrides were applied. Every default is set here once
+ * (config_defaults; "workers": 0 resolved by config_build), so the modules
+ * that use the config take its values as they are. Also here: the bearer
+ * token file (read with lib/fileio.h, refused when world-readable).
  *
  * Threads: every function is reentrant (config files are read at start-up
  * and, for SIGHUP, in libuv's threadpool).
@@ -19,31 +22,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
+
+#include <cjson/cJSON.h>
+
 #include "../lib/adapter.h"
-#include "lorad.h"
-#include "startup.h"
 #include "../lib/fileio.h"
 #include "../lib/jsontext.h"
+#include "blas.h"
+#include "log.h"
 
 #define CONFIG_FILE_MAX (1u << 20)
 #define TOKEN_FILE_MAX 4096
-
-static const char *const level_names[] = {"error", "warning", "notice", "info", "debug"};
-
-int config_log_level_parse(const char *name)
-{
-    for (int i = 0; i < 5; i++)
-        if (name && strcmp(name, level_names[i]) == 0)
-            return 3 + i;
-    return -1;
-}
-
-const char *config_log_level_name(int level)
-{
-    if (level < 3 || level > 7)
-        return "info";
-    return level_names[level - 3];
-}
 
 void config_defaults(struct lorad_config *c)
 {
@@ -89,26 +79,32 @@ void config_free(struct lorad_config *c)
     memset(c, 0, sizeof(*c));
 }
 
-/* ---- reading the file ---- */
+/* ---- reading files ---- */
 
-static int read_small_file(const char *path, size_t max, bool secret, char **out, size_t *len,
-                           struct lorad_error *err)
+/* The message of a fileio_* failure `rc` (negative errno) reading `path`. */
+static int read_failed(const char *path, int rc, size_t max, struct lorad_error *err)
+{
+    int code = rc == -ENOMEM ? LORAD_E_INTERNAL : LORAD_E_INVALID_CONFIG;
+    if (rc == -ENOMEM || rc == -EINVAL || rc == -EFBIG || rc == -EIO)
+        return lorad_error_set(err, code, "%s: %s (at most %zu bytes)", path, fileio_strerror(rc),
+                               max);
+    return lorad_error_set(err, code, "%s: %s", path, fileio_strerror(rc));
+}
+
+/* The token file: as fileio_read_path(), refusing a world-readable file. */
+static int read_secret(const char *path, size_t max, char **out, size_t *len,
+                       struct lorad_error *err)
 {
     struct stat st;
     int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: %s", path, strerror(errno));
-    if (secret && fstat(fd, &st) == 0 && (st.st_mode & S_IROTH)) {
-        close(fd);
-        return lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: world-readable; chmod o-r it",
-                               path);
-    }
-    rc = fileio_read_fd(fd, max, out, len);
+        return read_failed(path, -errno, max, err);
+    if (fstat(fd, &st) == 0 && (st.st_mode & S_IROTH))
+        rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: world-readable; chmod o-r it", path);
+    else if ((rc = fileio_read_fd(fd, max, out, len)) < 0)
+        rc = read_failed(path, rc, max, err);
     close(fd);
-    if (rc < 0)
-        return lorad_error_set(err, rc == -ENOMEM ? LORAD_E_INTERNAL : LORAD_E_INVALID_CONFIG,
-                               "%s: %s (at most %zu bytes)", path, fileio_strerror(rc), max);
-    return 0;
+    return rc;
 }
 
 /* ---- typed setters: each names the key on error ---- */
@@ -171,7 +167,8 @@ static int set_targets(struct lorad_config *c, const cJSON *v, struct lorad_erro
         return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
     int i = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         if (!cJSON_IsString(e) || !e->valuestring || !e->valuestring[0]) {
             lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                             "config key target_modules: entry %d is not a non-empty string", i);
@@ -195,7 +192,7 @@ fail:
 
 static int set_level(int *dst, const cJSON *v, struct lorad_error *err)
 {
-    int l = cJSON_IsString(v) ? config_log_level_parse(v->valuestring) : -1;
+    int l = cJSON_IsString(v) ? log_level_parse(v->valuestring) : -1;
     if (l < 0)
         return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                "config key log_level: expected one of \"error\", \"warning\", "
@@ -207,8 +204,12 @@ static int set_level(int *dst, const cJSON *v, struct lorad_error *err)
 static int set_key(struct lorad_config *c, const cJSON *v, struct lorad_error *err)
 {
     const char *k = v->string;
-#define STR(name, nullable) if (strcmp(k, #name) == 0) return set_string(&c->name, v, nullable, err)
-#define INT(name) if (strcmp(k, #name) == 0) return set_int(&c->name, v, err)
+#define STR(name, nullable)                                                                        \
+    if (strcmp(k, #name) == 0)                                                                     \
+    return set_string(&c->name, v, nullable, err)
+#define INT(name)                                                                                  \
+    if (strcmp(k, #name) == 0)                                                                     \
+    return set_int(&c->name, v, err)
     STR(listen, false);
     STR(control_listen, true);
     STR(model_dir, false);
@@ -243,9 +244,9 @@ int config_load_file(struct lorad_config *c, const char *path, struct lorad_erro
     char *text = NULL;
     size_t len = 0;
     cJSON *root = NULL;
-    int rc = read_small_file(path, CONFIG_FILE_MAX, false, &text, &len, err);
+    int rc = fileio_read_path(path, CONFIG_FILE_MAX, &text, &len);
     if (rc < 0)
-        return rc;
+        return read_failed(path, rc, CONFIG_FILE_MAX, err);
     if (json_has_nul_escape(text, len)) {
         rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                              "%s: contains a NUL character (raw or \\u0000)", path);
@@ -259,13 +260,16 @@ int config_load_file(struct lorad_config *c, const char *path, struct lorad_erro
                              root ? "expected a JSON object" : "malformed JSON");
         goto fail;
     }
+    /* keys in file order: the first repeated or bad one is the error */
+    const char *dup = json_duplicate_key(root);
+    bool dup_seen = false;
     for (const cJSON *v = root->child; v; v = v->next) {
-        for (const cJSON *w = root->child; w != v; w = w->next)
-            if (strcmp(w->string, v->string) == 0) {
-                rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG,
-                                     "%s: config key %s: given twice", path, v->string);
-                goto fail;
-            }
+        if (dup && strcmp(v->string, dup) == 0 && dup_seen) {
+            rc = lorad_error_set(err, LORAD_E_INVALID_CONFIG, "%s: config key %s: given twice",
+                                 path, v->string);
+            goto fail;
+        }
+        dup_seen = dup_seen || (dup && strcmp(v->string, dup) == 0);
         if ((rc = set_key(c, v, err)) < 0) {
             lorad_error_prefix(err, path);
             goto fail;
@@ -297,7 +301,8 @@ static int check_address(const char *key, const char *a, struct lorad_error *err
         if (a[5] == '\0' || strlen(a + 5) >= 108)
             return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                    "config key %s: \"unix:\" needs a socket path shorter than "
-                                   "108 bytes", key);
+                                   "108 bytes",
+                                   key);
         return 0;
     }
     const char *colon = strrchr(a, ':');
@@ -336,8 +341,8 @@ int config_validate(const struct lorad_config *c, struct lorad_error *err)
         (rc = check_range("max_batch_rows", c->max_batch_rows, 1, 4096, err)) < 0 ||
         (rc = check_range("history", c->history, 0, 1024, err)) < 0 ||
         (rc = check_range("max_rank", c->max_rank, 0, 65536, err)) < 0 ||
-        (rc = check_range("max_body_bytes", (long long)c->max_body_bytes, 1024,
-                          1LL << 31, err)) < 0 ||
+        (rc = check_range("max_body_bytes", (long long)c->max_body_bytes, 1024, 1LL << 31, err)) <
+            0 ||
         (rc = check_range("max_rows_per_request", c->max_rows_per_request, 1, 1 << 20, err)) < 0 ||
         (rc = check_range("drain_timeout_ms", c->drain_timeout_ms, 0, 3600000, err)) < 0 ||
         (rc = check_range("shutdown_delay_ms", c->shutdown_delay_ms, 0, 3600000, err)) < 0 ||
@@ -354,11 +359,12 @@ int config_validate(const struct lorad_config *c, struct lorad_error *err)
     if (strcmp(bc, "auto") != 0 && strcmp(bc, "keep") != 0 && !blas_core_name_valid(bc))
         return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                "config key blas_coretype: unknown core \"%s\"; use \"auto\", "
-                               "\"keep\" or one of %s", bc, blas_core_names());
+                               "\"keep\" or one of %s",
+                               bc, blas_core_names());
     return 0;
 }
 
-/* ---- overrides, build, copy ---- */
+/* ---- overrides, build ---- */
 
 static int override_str(char **dst, const char *v, bool nullable)
 {
@@ -387,13 +393,22 @@ int config_apply_overrides(struct lorad_config *c, const struct config_overrides
     if (o->workers >= 0)
         c->workers = o->workers;
     if (o->log_level) {
-        int l = config_log_level_parse(o->log_level);
+        int l = log_level_parse(o->log_level);
         if (l < 0)
             return lorad_error_set(err, LORAD_E_INVALID_CONFIG,
                                    "--log-level: expected error, warning, notice, info or debug");
         c->log_level = l;
     }
     return 0;
+}
+
+/* "workers": 0 is one thread per online CPU, at most 1024. */
+static void resolve_workers(struct lorad_config *c)
+{
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
+    }
 }
 
 int config_build(struct lorad_config *c, const char *path, const struct config_overrides *o,
@@ -409,45 +424,11 @@ int config_build(struct lorad_config *c, const char *path, const struct config_o
         goto fail;
     if ((rc = config_apply_overrides(c, o, err)) < 0 || (rc = config_validate(c, err)) < 0)
         goto fail;
+    resolve_workers(c);
     return 0;
 fail:
     config_free(c);
     return rc;
-}
-
-static int dup_str(char **dst, const char *src)
-{
-    *dst = NULL;
-    if (src && !(*dst = strdup(src)))
-        return -1;
-    return 0;
-}
-
-int config_copy(struct lorad_config *dst, const struct lorad_config *src)
-{
-    *dst = *src;
-    dst->target_modules = NULL;
-    dst->n_target_modules = 0;
-    if (dup_str(&dst->listen, src->listen) | dup_str(&dst->control_listen, src->control_listen) |
-        dup_str(&dst->model_dir, src->model_dir) | dup_str(&dst->adapter_dir, src->adapter_dir) |
-        dup_str(&dst->initial_adapter, src->initial_adapter) |
-        dup_str(&dst->state_file, src->state_file) |
-        dup_str(&dst->auth_token_file, src->auth_token_file) |
-        dup_str(&dst->blas_coretype, src->blas_coretype))
-        goto fail;
-    if (src->target_modules) {
-        dst->target_modules = calloc(src->n_target_modules + 1, sizeof(char *));
-        if (!dst->target_modules)
-            goto fail;
-        dst->n_target_modules = src->n_target_modules;
-        for (size_t i = 0; i < src->n_target_modules; i++)
-            if (dup_str(&dst->target_modules[i], src->target_modules[i]) < 0)
-                goto fail;
-    }
-    return 0;
-fail:
-    config_free(dst);
-    return LORAD_E_INTERNAL;
 }
 
 /* ---- the token file ---- */
@@ -456,7 +437,7 @@ int config_read_token(const char *path, char **out, struct lorad_error *err)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = read_small_file(path, TOKEN_FILE_MAX, true, &text, &len, err);
+    int rc = read_secret(path, TOKEN_FILE_MAX, &text, &len, err);
     if (rc < 0) {
         lorad_error_prefix(err, "auth_token_file");
         return rc;

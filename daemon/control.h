@@ -1,28 +1,48 @@
-/* lorad — daemon/control.h: private contracts of the control plane
- * (control.c) beyond the handlers declared in daemon/lorad.h: the control
- * bookkeeping's life cycle and the state-file writes main.c needs at start
- * and at shutdown.
+/* lorad — daemon/control.h: the mutating control plane (SPEC.md 6): /swap,
+ * /rollback, /canary and /promote, and the bookkeeping of swaps that
+ * /status reports.
  *
- * Threads: loop thread only (or start-up / shutdown, when no loop runs).
+ * Ownership: control_init allocates srv->control; control_free frees it
+ * (only when control_idle). Threads: the loop thread (or start-up /
+ * shutdown, when no loop runs).
  */
 #ifndef LORAD_CONTROL_H
 #define LORAD_CONTROL_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
 
-#include "lorad.h"
+#include "../lib/errors.h"
+#include "../lib/snapshot.h"
+#include "http.h"
 
-/* Allocates srv->control (swap counters, the state-write queue). Records the
- * start time shown as the base model's loaded_at. 0 or LORAD_E_INTERNAL. */
+struct lorad_server;
+
 int control_init(struct lorad_server *srv, struct lorad_error *err);
-/* Frees srv->control and sets it to NULL. Only when control_idle(). */
 void control_free(struct lorad_server *srv);
-
-/* Renders and writes the state file synchronously (start-up, shutdown).
- * 0 when state_file is unset. */
-int control_write_state_sync(struct lorad_server *srv, struct lorad_error *err);
-
-/* True when no staging, /adapters scan or state write is in flight. */
+/* True when no /swap is staging or waiting for its state write. */
 bool control_idle(const struct lorad_server *srv);
+
+/* The handlers (routes of main.c's table). */
+void control_swap(struct http_request *r);
+void control_rollback(struct http_request *r);
+void control_canary(struct http_request *r);
+void control_promote(struct http_request *r);
+
+/* What /status says of swaps ("swaps": ok, failed, last). */
+struct control_swaps {
+    uint64_t ok, failed; /* /swap requests that committed, that did not (401 aside) */
+    bool has_last;       /* false: "last": null */
+    struct {
+        bool adapter_null; /* the request named no adapter string */
+        char adapter[SNAPSHOT_NAME_MAX + 1];
+        bool ok;
+        uint64_t version;   /* when ok */
+        int code;           /* when not ok: its lorad_err */
+        struct timespec at; /* CLOCK_REALTIME */
+    } last;                 /* the last /swap */
+};
+const struct control_swaps *control_swaps(const struct lorad_server *srv);
 
 #endif

@@ -10,7 +10,8 @@
  *
  * A request is a struct http_request plus private state, allocated at its
  * first header and freed in MHD's completion callback. On the final access
- * callback the request is routed; a handler answers with http_respond*()
+ * callback the request is routed through the table http_start() was given
+ * (main.c owns it, so this file calls no handler by name); a handler answers with http_respond*()
  * either at once or later from the loop thread. In the latter case the
  * connection is suspended and http_respond resumes it; MHD then calls the
  * access handler again and only there is the stored response queued
@@ -23,8 +24,11 @@
  * draining) or closed (no complete answer written). http_close() logs the
  * tally, so the shutdown log says what clients actually got.
  *
+ * The listeners' limits (address, connections, timeout, body size) are
+ * the config's, taken as they are: config.c resolved their defaults.
+ *
  * Threads: everything here runs on the loop thread except
- * http_error_body() and http_status_of(), which are pure.
+ * http_status_of(), which is pure.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,11 +49,15 @@
 #include <nettle/memops.h>
 #include <nettle/sha2.h>
 
-#include "dataplane.h"
-#include "lorad.h"
+#include "http.h"
 
-#define HTTP_DEFAULT_CONNECTIONS 1024
-#define HTTP_DEFAULT_TIMEOUT_S 60
+#include <uv.h>
+
+#include "clock.h"
+#include "log.h"
+#include "lorad.h"
+#include "systemd.h"
+
 #define HTTP_MEMORY_LIMIT (32 * 1024) /* headers + I/O buffers per connection */
 
 struct http_listener {
@@ -66,12 +74,14 @@ struct http_listener {
 
 struct http {
     struct lorad_server *srv;
+    const struct http_route *routes; /* main.c's table */
+    size_t nroutes;
     struct http_listener l[2];
     int nl;
     size_t inflight;
     bool draining;
     struct http_drain_tally tally; /* since http_stop_accepting */
-    int closing_handles; /* handles whose close callback is pending */
+    int closing_handles;           /* handles whose close callback is pending */
     bool close_requested;
 };
 
@@ -145,7 +155,9 @@ int http_status_of(int code)
     }
 }
 
-char *http_error_body(int code, const char *msg, size_t *len)
+/* {"error": {"code": name, "message": msg}} as a malloc'd string, or NULL
+ * on out-of-memory. */
+static char *error_body(int code, const char *msg, size_t *len)
 {
     cJSON *o = cJSON_CreateObject(), *e;
     char *s = NULL;
@@ -244,7 +256,7 @@ static void respond_error_hdrs(struct http_request *r, int code, const char *msg
                                const char *const *hdrs)
 {
     size_t len = 0;
-    char *body = http_error_body(code, msg, &len);
+    char *body = error_body(code, msg, &len);
     if (code == LORAD_E_DRAINING && !r->in->answered)
         r->in->refusal = true;
     if (!body) {
@@ -257,29 +269,6 @@ static void respond_error_hdrs(struct http_request *r, int code, const char *msg
 }
 
 /* ---- routing ---- */
-
-typedef void (*http_handler)(struct http_request *r);
-
-struct route {
-    const char *path;
-    const char *method; /* "POST" or "GET" (GET also answers HEAD) */
-    int planes;
-    bool auth;
-    http_handler fn;
-};
-
-static const struct route routes[] = {
-    {"/infer", "POST", HTTP_PLANE_DATA, false, infer_handle},
-    {"/swap", "POST", HTTP_PLANE_CONTROL, true, control_swap},
-    {"/rollback", "POST", HTTP_PLANE_CONTROL, true, control_rollback},
-    {"/canary", "POST", HTTP_PLANE_CONTROL, true, control_canary},
-    {"/promote", "POST", HTTP_PLANE_CONTROL, true, control_promote},
-    {"/status", "GET", HTTP_PLANE_CONTROL, false, control_status},
-    {"/adapters", "GET", HTTP_PLANE_CONTROL, false, control_adapters},
-    {"/healthz", "GET", HTTP_PLANE_BOTH, false, control_healthz},
-    {"/readyz", "GET", HTTP_PLANE_BOTH, false, control_readyz},
-    {"/metrics", "GET", HTTP_PLANE_BOTH, false, control_metrics},
-};
 
 /* Constant-time comparison of the bearer token (hashes first, so neither
  * the length nor the content of the token leaks through timing). */
@@ -311,18 +300,18 @@ static bool authorized(struct http_request *r)
     return token_ok(want, hv, strlen(hv));
 }
 
-static const struct route *find_route(const char *url)
+static const struct http_route *find_route(const struct http *h, const char *url)
 {
     size_t i;
-    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        if (strcmp(routes[i].path, url) == 0)
-            return &routes[i];
+    for (i = 0; i < h->nroutes; i++)
+        if (strcmp(h->routes[i].path, url) == 0)
+            return &h->routes[i];
     return NULL;
 }
 
 static void route_request(struct http_request *r)
 {
-    const struct route *rt = find_route(r->url);
+    const struct http_route *rt = find_route(r->in->l->h, r->url);
     bool get_ok;
 
     if (!rt || !(rt->planes & r->plane)) {
@@ -371,17 +360,12 @@ static struct http_request *request_new(struct http_listener *l, struct MHD_Conn
     r->plane = l->plane;
     r->method = method;
     r->url = url;
-    r->t_start_ns = lorad_now_ns();
+    r->t_start_ns = clock_now_ns();
     r->in = &a->in;
     r->in->conn = conn;
     r->in->l = l;
     r->in->reject_draining = l->h->draining;
     return r;
-}
-
-static size_t max_body(const struct lorad_server *srv)
-{
-    return srv->cfg.max_body_bytes ? srv->cfg.max_body_bytes : (size_t)16 * 1024 * 1024;
 }
 
 /* An answer given before the body is read: the body is discarded
@@ -423,7 +407,7 @@ static bool framing_ambiguous(struct http_request *r)
 static enum MHD_Result first_call(struct http_request *r)
 {
     const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    size_t limit = max_body(r->srv);
+    size_t limit = r->srv->cfg.max_body_bytes;
     if (framing_ambiguous(r)) {
         http_respond_error(r, LORAD_E_INVALID_REQUEST,
                            "ambiguous body framing: several Content-Length headers, or "
@@ -452,7 +436,7 @@ static enum MHD_Result first_call(struct http_request *r)
 static void append_body(struct http_request *r, const char *data, size_t n)
 {
     struct http_internal *in = r->in;
-    size_t limit = max_body(r->srv);
+    size_t limit = r->srv->cfg.max_body_bytes;
     if (in->too_large)
         return;
     if (r->body_len + n > limit) {
@@ -742,10 +726,8 @@ static int start_mhd(struct http *h, struct http_listener *l, struct lorad_error
 {
     const struct lorad_config *c = &h->srv->cfg;
     const union MHD_DaemonInfo *info;
-    unsigned int conns =
-        c->max_connections > 0 ? (unsigned)c->max_connections : HTTP_DEFAULT_CONNECTIONS;
-    unsigned int tmo =
-        c->connection_timeout_s > 0 ? (unsigned)c->connection_timeout_s : HTTP_DEFAULT_TIMEOUT_S;
+    unsigned int conns = (unsigned)c->max_connections;
+    unsigned int tmo = (unsigned)c->connection_timeout_s;
     int efd;
 
     l->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
@@ -786,12 +768,11 @@ static int take_listeners(struct http *h, struct lorad_error *err)
         set_flags(3);
         LOG_I("event=listen source=systemd fd=3 plane=%s", h->nl == 2 ? "data" : "both");
     } else {
-        rc = open_listener(c->listen ? c->listen : "127.0.0.1:8080", &h->l[0].unix_path, err);
+        rc = open_listener(c->listen, &h->l[0].unix_path, err);
         if (rc < 0)
             return rc;
         h->l[0].fd = rc;
-        LOG_I("event=listen address=%s plane=%s", c->listen ? c->listen : "127.0.0.1:8080",
-              h->nl == 2 ? "data" : "both");
+        LOG_I("event=listen address=%s plane=%s", c->listen, h->nl == 2 ? "data" : "both");
     }
     if (h->nl == 2) {
         if (nfds >= 2) {
@@ -809,19 +790,20 @@ static int take_listeners(struct http *h, struct lorad_error *err)
     return 0;
 }
 
-int http_start(struct lorad_server *srv, struct lorad_error *err)
+int http_start(struct lorad_server *srv, const struct http_route *routes, size_t nroutes,
+               struct lorad_error *err)
 {
     struct http *h;
     int i, rc;
 
     if (srv->http)
         return lorad_error_set(err, LORAD_E_INTERNAL, "http already started");
-    if (metrics_ensure(srv) != 0)
-        return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
     h = calloc(1, sizeof(*h));
     if (!h)
         return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
     h->srv = srv;
+    h->routes = routes;
+    h->nroutes = nroutes;
     h->l[0].h = h->l[1].h = h;
     srv->http = h;
     rc = take_listeners(h, err);
@@ -856,11 +838,6 @@ void http_stop_accepting(struct lorad_server *srv)
         }
     }
     LOG_I("event=http_stop_accepting inflight=%zu", h->inflight);
-}
-
-bool http_draining(const struct lorad_server *srv)
-{
-    return srv->http && srv->http->draining;
 }
 
 void http_get_drain_tally(const struct lorad_server *srv, struct http_drain_tally *t)

@@ -7,8 +7,10 @@
  * the journal reads. Each line is formatted into one buffer and written
  * with one write(2), so lines from different threads never interleave.
  * Control characters in the text become spaces so one event stays one line.
+ * The level names live here, in one table, for the prefix and for config.c.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,13 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lorad.h"
-#include "startup.h"
+#include "log.h"
 
 #define LOG_LINE_MAX 4096
 
-static _Atomic int log_level = 6;     /* LOG_INFO */
-static _Atomic int log_journal = -1;  /* -1 unknown, 0 no, 1 JOURNAL_STREAM set */
+static _Atomic int log_level = 6;    /* LOG_INFO */
+static _Atomic int log_journal = -1; /* -1 unknown, 0 no, 1 JOURNAL_STREAM set */
 
 void log_set_level(int level)
 {
@@ -33,15 +34,20 @@ void log_set_level(int level)
     atomic_store(&log_level, level);
 }
 
-static const char *level_name(int level)
+/* Levels 3..7 by name: the one table of them. */
+static const char *const level_names[] = {"error", "warning", "notice", "info", "debug"};
+
+int log_level_parse(const char *name)
 {
-    switch (level) {
-    case 0: case 1: case 2: case 3: return "error";
-    case 4: return "warning";
-    case 5: return "notice";
-    case 6: return "info";
-    default: return "debug";
-    }
+    for (int i = 0; i < 5; i++)
+        if (name && strcmp(name, level_names[i]) == 0)
+            return 3 + i;
+    return -1;
+}
+
+const char *log_level_name(int level)
+{
+    return level_names[level < 3 ? 0 : level > 7 ? 4 : level - 3];
 }
 
 static size_t log_prefix(char *buf, size_t n, int level)
@@ -54,15 +60,15 @@ static size_t log_prefix(char *buf, size_t n, int level)
     }
     int w;
     if (journal) {
-        w = snprintf(buf, n, "<%d>level=%s ", level, level_name(level));
+        w = snprintf(buf, n, "<%d>level=%s ", level, log_level_name(level));
     } else {
         struct timespec ts;
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
-        w = snprintf(buf, n, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, level_name(level));
+        w = snprintf(buf, n, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000L, log_level_name(level));
     }
     return w < 0 ? 0 : ((size_t)w >= n ? n - 1 : (size_t)w);
 }

@@ -21,6 +21,11 @@
  * written, every connection still open is closed, event=drain_end logs
  * what clients got, and lorad exits 0. Only a control operation still in
  * flight (a staging thread) makes it exit without closing anything.
+ *
+ * main.c is the top of the daemon: it owns the route table it hands to
+ * http_start(), wires the worker pool to infer.c's callbacks, and keeps
+ * the watchdog policy (pet systemd only while the workers are healthy);
+ * the modules below it never call back up.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,32 +40,57 @@
 #include <unistd.h>
 
 #include "../lib/statefile.h"
+#include "blas.h"
+#include "clock.h"
+#include "config.h"
 #include "control.h"
-#include "dataplane.h"
+#include "http.h"
+#include "infer.h"
+#include "log.h"
 #include "lorad.h"
-#include "startup.h"
+#include "metrics.h"
+#include "statewrite.h"
+#include "status.h"
+#include "systemd.h"
+#include "workers.h"
 
 #define DRAIN_POLL_MS 10
 /* Past the drain deadline, once no batch runs: how long the answers
  * already given (200s of the last batches, 503 refusals) get to be
  * written before their connections are closed. */
 #define DRAIN_FLUSH_MS 1000
+/* Scratch rank of the workers when the profile sets no max_rank. */
+#define DEFAULT_SCRATCH_RANK 64
+
+/* The HTTP API (SPEC 6): what http.c routes to. */
+static const struct http_route routes[] = {
+    {"/infer", "POST", HTTP_PLANE_DATA, false, infer_handle},
+    {"/swap", "POST", HTTP_PLANE_CONTROL, true, control_swap},
+    {"/rollback", "POST", HTTP_PLANE_CONTROL, true, control_rollback},
+    {"/canary", "POST", HTTP_PLANE_CONTROL, true, control_canary},
+    {"/promote", "POST", HTTP_PLANE_CONTROL, true, control_promote},
+    {"/status", "GET", HTTP_PLANE_CONTROL, false, status_report},
+    {"/adapters", "GET", HTTP_PLANE_CONTROL, false, status_adapters},
+    {"/healthz", "GET", HTTP_PLANE_BOTH, false, status_healthz},
+    {"/readyz", "GET", HTTP_PLANE_BOTH, false, status_readyz},
+    {"/metrics", "GET", HTTP_PLANE_BOTH, false, status_metrics},
+};
 
 /* Signals, timers and reload bookkeeping of the loop (loop thread). */
 struct lifecycle {
     struct lorad_server *srv;
-    struct config_overrides ovr;   /* command-line flags, re-applied on reload */
+    struct config_overrides ovr; /* command-line flags, re-applied on reload */
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t delay_timer;        /* shutdown_delay_ms */
-    uv_timer_t drain_timer;        /* 10 ms drain poll */
-    uv_timer_t watchdog;           /* systemd WATCHDOG=1 */
+    uv_timer_t delay_timer; /* shutdown_delay_ms */
+    uv_timer_t drain_timer; /* 10 ms drain poll */
+    uv_timer_t watchdog;    /* systemd WATCHDOG=1 */
     uint64_t drain_deadline_ns;
-    uint64_t flush_deadline_ns;    /* 0 until the workers exited past the deadline */
+    uint64_t flush_deadline_ns; /* 0 until the workers exited past the deadline */
     bool draining;
-    bool expired;                  /* drain_timeout_ms passed: queued requests refused */
-    bool reloading;                /* a SIGHUP reload runs in the threadpool */
-    bool reload_again;             /* another SIGHUP came meanwhile */
-    bool abandoned;                /* control work in flight at the end: exit, close nothing */
+    bool expired;      /* drain_timeout_ms passed: queued requests refused */
+    bool reloading;    /* a SIGHUP reload runs in the threadpool */
+    bool reload_again; /* another SIGHUP came meanwhile */
+    bool abandoned;    /* control work in flight at the end: exit, close nothing */
 };
 
 /* A SIGHUP reload: files read in the threadpool, applied on the loop. */
@@ -74,39 +104,40 @@ struct reload_job {
     struct lorad_error err;
 };
 
-uint64_t lorad_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- command line ---- */
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lorad [--config FILE] [options]\n"
-            "Serves a LoRA-augmented linear model and hot-swaps its adapter.\n\n"
-            "  -c, --config FILE         configuration file (JSON, comments allowed)\n"
-            "      --check-config        validate config, model, adapter_dir, token and\n"
-            "                            initial adapter, print \"config ok\" and exit\n"
-            "      --listen ADDR         data plane address (HOST:PORT or unix:/path)\n"
-            "      --control-listen ADDR separate control plane address (\"null\": none)\n"
-            "      --model-dir DIR       base model directory\n"
-            "      --adapter-dir DIR     directory of PEFT adapter directories\n"
-            "      --initial-adapter N   adapter to serve when no state is restored\n"
-            "      --state-file FILE     persistent serving state (\"null\": none)\n"
-            "      --workers N           worker threads (0 = one per CPU)\n"
-            "      --log-level LEVEL     error, warning, notice, info or debug\n"
-            "  -h, --help                this help\n"
-            "  -V, --version             print the version\n\n"
-            "Flags override the file's keys, also after SIGHUP. Signals: SIGTERM/SIGINT\n"
-            "drain and exit, SIGHUP re-reads the reloadable keys and the token file.\n");
+    fprintf(f, "usage: lorad [--config FILE] [options]\n"
+               "Serves a LoRA-augmented linear model and hot-swaps its adapter.\n\n"
+               "  -c, --config FILE         configuration file (JSON, comments allowed)\n"
+               "      --check-config        validate config, model, adapter_dir, token and\n"
+               "                            initial adapter, print \"config ok\" and exit\n"
+               "      --listen ADDR         data plane address (HOST:PORT or unix:/path)\n"
+               "      --control-listen ADDR separate control plane address (\"null\": none)\n"
+               "      --model-dir DIR       base model directory\n"
+               "      --adapter-dir DIR     directory of PEFT adapter directories\n"
+               "      --initial-adapter N   adapter to serve when no state is restored\n"
+               "      --state-file FILE     persistent serving state (\"null\": none)\n"
+               "      --workers N           worker threads (0 = one per CPU)\n"
+               "      --log-level LEVEL     error, warning, notice, info or debug\n"
+               "  -h, --help                this help\n"
+               "  -V, --version             print the version\n\n"
+               "Flags override the file's keys, also after SIGHUP. Signals: SIGTERM/SIGINT\n"
+               "drain and exit, SIGHUP re-reads the reloadable keys and the token file.\n");
 }
 
-enum { OPT_CHECK = 256, OPT_LISTEN, OPT_CONTROL, OPT_MODEL, OPT_ADAPTERS, OPT_INITIAL,
-       OPT_STATE, OPT_WORKERS, OPT_LEVEL };
+enum {
+    OPT_CHECK = 256,
+    OPT_LISTEN,
+    OPT_CONTROL,
+    OPT_MODEL,
+    OPT_ADAPTERS,
+    OPT_INITIAL,
+    OPT_STATE,
+    OPT_WORKERS,
+    OPT_LEVEL
+};
 
 struct cmdline {
     const char *config_path;
@@ -138,15 +169,33 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
     char *end;
     while ((o = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': cl->config_path = optarg; break;
-        case OPT_CHECK: cl->check_only = true; break;
-        case OPT_LISTEN: cl->ovr.listen = optarg; break;
-        case OPT_CONTROL: cl->ovr.control_listen = optarg; break;
-        case OPT_MODEL: cl->ovr.model_dir = optarg; break;
-        case OPT_ADAPTERS: cl->ovr.adapter_dir = optarg; break;
-        case OPT_INITIAL: cl->ovr.initial_adapter = optarg; break;
-        case OPT_STATE: cl->ovr.state_file = optarg; break;
-        case OPT_LEVEL: cl->ovr.log_level = optarg; break;
+        case 'c':
+            cl->config_path = optarg;
+            break;
+        case OPT_CHECK:
+            cl->check_only = true;
+            break;
+        case OPT_LISTEN:
+            cl->ovr.listen = optarg;
+            break;
+        case OPT_CONTROL:
+            cl->ovr.control_listen = optarg;
+            break;
+        case OPT_MODEL:
+            cl->ovr.model_dir = optarg;
+            break;
+        case OPT_ADAPTERS:
+            cl->ovr.adapter_dir = optarg;
+            break;
+        case OPT_INITIAL:
+            cl->ovr.initial_adapter = optarg;
+            break;
+        case OPT_STATE:
+            cl->ovr.state_file = optarg;
+            break;
+        case OPT_LEVEL:
+            cl->ovr.log_level = optarg;
+            break;
         case OPT_WORKERS:
             errno = 0;
             long w = strtol(optarg, &end, 10);
@@ -156,9 +205,15 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
             }
             cl->ovr.workers = (int)w;
             break;
-        case 'h': usage(stdout); return 1;
-        case 'V': printf("lorad %s\n", LORAD_VERSION); return 1;
-        default: usage(stderr); return -1;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case 'V':
+            printf("lorad %s\n", LORAD_VERSION);
+            return 1;
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (optind < argc) {
@@ -186,8 +241,7 @@ static int open_adapter_dir(const char *dir, int *fd, struct lorad_error *err)
 }
 
 /* Stages `name` synchronously (start-up may block) and makes it stable. */
-static int load_initial_adapter(struct lorad_server *srv, const char *name,
-                                struct lorad_error *err)
+static int load_initial_adapter(struct lorad_server *srv, const char *name, struct lorad_error *err)
 {
     struct snapshot *snap = NULL;
     struct profile *completed = NULL;
@@ -215,8 +269,9 @@ static int load_initial_adapter(struct lorad_server *srv, const char *name,
         srv->profile = completed;
     }
     LOG_I("event=swap adapter=%s version=%llu variant=stable generation=%llu stage_ms=%.3f "
-          "reason=initial_adapter", c.now->name, (unsigned long long)c.now->version,
-          (unsigned long long)c.generation, c.now->stage_ms);
+          "reason=initial_adapter",
+          c.now->name, (unsigned long long)c.now->version, (unsigned long long)c.generation,
+          c.now->stage_ms);
     return 0;
 }
 
@@ -226,15 +281,15 @@ static int load_serving_state(struct lorad_server *srv, struct lorad_error *err)
     srv->restored = -1;
     if (srv->cfg.state_file) {
         struct lorad_error rerr = {0};
-        enum statefile_restored res = statefile_restore(srv->cfg.state_file, srv->adapter_dirfd,
-                                                        srv->model, srv->serving, &srv->profile,
-                                                        &rerr);
+        enum statefile_restored res =
+            statefile_restore(srv->cfg.state_file, srv->adapter_dirfd, srv->model, srv->serving,
+                              &srv->profile, &rerr);
         srv->restored = (int)res;
         if (res == STATEFILE_RESTORED) {
             const struct serving_view *v = serving_current(srv->serving);
             LOG_I("event=state_restored path=%s adapter=%s version=%llu generation=%llu "
-                  "history=%zu canary=%s", srv->cfg.state_file,
-                  v->stable ? v->stable->name : "null",
+                  "history=%zu canary=%s",
+                  srv->cfg.state_file, v->stable ? v->stable->name : "null",
                   (unsigned long long)(v->stable ? v->stable->version : 0),
                   (unsigned long long)v->generation, serving_history_len(srv->serving),
                   v->canary ? v->canary->name : "null");
@@ -242,22 +297,13 @@ static int load_serving_state(struct lorad_server *srv, struct lorad_error *err)
         }
         if (res == STATEFILE_FAILED) {
             char q[LORAD_ERROR_MSG_MAX + 8];
-            LOG_E("event=state_restore_failed path=%s reason=%s fallback=%s",
-                  srv->cfg.state_file, log_quote(q, sizeof(q), rerr.msg),
+            LOG_E("event=state_restore_failed path=%s reason=%s fallback=%s", srv->cfg.state_file,
+                  log_quote(q, sizeof(q), rerr.msg),
                   srv->cfg.initial_adapter ? srv->cfg.initial_adapter : "base_model");
         }
     }
     if (srv->cfg.initial_adapter)
         return load_initial_adapter(srv, srv->cfg.initial_adapter, err);
-    return 0;
-}
-
-static int resolve_workers(struct lorad_config *cfg)
-{
-    if (cfg->workers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->workers = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
-    }
     return 0;
 }
 
@@ -284,7 +330,58 @@ static int startup_core(struct lorad_server *srv, struct lorad_error *err)
     return 0;
 }
 
+/* ---- the workers ---- */
+
+/* Starts the pool that serves /infer (infer.c's callbacks). */
+static int start_workers(struct lorad_server *srv, struct lorad_error *err)
+{
+    struct workers_config wc = {
+        .threads = srv->cfg.workers,
+        .max_batch_rows = srv->cfg.max_batch_rows,
+        .queue_max = (size_t)srv->cfg.queue_max_requests,
+    };
+    struct workers_ops ops;
+    srv->scratch_rank =
+        srv->profile && srv->profile->max_rank > 0 ? srv->profile->max_rank : DEFAULT_SCRATCH_RANK;
+    infer_workers_ops(srv, &ops);
+    return workers_start(&srv->workers, srv->loop, &wc, &ops, err);
+}
+
+/* The watchdog policy: the timer firing proves the loop runs; the workers
+ * must also move. */
+static void watchdog_tick(uv_timer_t *t)
+{
+    struct lorad_server *srv = t->data;
+    if (workers_healthy(srv->workers))
+        systemd_notify("WATCHDOG=1");
+    else
+        LOG_W("event=watchdog_skipped reason=\"workers are not making progress\"");
+}
+
+/* Pets the systemd watchdog at half its interval (no-op when it is off).
+ * `t` is closed with the loop. */
+static void watchdog_start(struct lorad_server *srv, uv_timer_t *t)
+{
+    uint64_t usec = systemd_watchdog_usec();
+    uv_timer_init(srv->loop, t);
+    t->data = srv;
+    if (usec == 0)
+        return;
+    uint64_t ms = usec / 2000;
+    if (ms == 0)
+        ms = 1;
+    uv_timer_start(t, watchdog_tick, ms, ms);
+    uv_unref((uv_handle_t *)t);
+    LOG_I("event=watchdog interval_ms=%llu", (unsigned long long)(usec / 1000));
+}
+
 /* ---- shutdown ---- */
+
+/* No control-plane work in the threadpool: staging, state writes, scans. */
+static bool control_work_idle(const struct lorad_server *srv)
+{
+    return control_idle(srv) && statewrite_idle(srv) && status_idle(srv);
+}
 
 static void on_close_free_nothing(uv_handle_t *h)
 {
@@ -308,16 +405,16 @@ static void shutdown_finish(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
     uv_timer_stop(&lc->drain_timer);
-    workers_stop(srv);
-    if (control_idle(srv)) {
+    workers_stop(&srv->workers);
+    if (control_work_idle(srv)) {
         struct lorad_error err = {0};
-        if (control_write_state_sync(srv, &err) < 0)
+        if (statewrite_sync(srv, &err) < 0)
             LOG_E("event=state_write_failed when=shutdown reason=\"%s\"", err.msg);
     } else {
         LOG_W("event=state_write_skipped reason=\"a control operation is still in flight; the "
               "state file keeps its last committed state\"");
     }
-    if (!control_idle(srv)) {
+    if (!control_work_idle(srv)) {
         /* A staging thread may still run and its request is suspended
          * (MHD cannot close it): exit without closing anything. */
         struct http_drain_tally t;
@@ -336,25 +433,26 @@ static void shutdown_finish(struct lifecycle *lc)
 
 static bool drain_settled(struct lorad_server *srv)
 {
-    return http_inflight(srv) == 0 && control_idle(srv);
+    return http_inflight(srv) == 0 && control_work_idle(srv);
 }
 
 /* drain_timeout_ms passed: refuse what is queued, let running batches end. */
 static void drain_expire(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
-    size_t running = 0, refused = workers_refuse_queued(srv, &running);
+    size_t running = 0, refused = workers_refuse_queued(srv->workers, &running);
     lc->expired = true;
     LOG_W("event=drain_timeout timeout_ms=%d refused_queued=%zu running=%zu "
           "action=\"queued requests answered 503 draining; running batches finish and are "
-          "answered\"", srv->cfg.drain_timeout_ms, refused, running);
+          "answered\"",
+          srv->cfg.drain_timeout_ms, refused, running);
 }
 
 static void drain_tick(uv_timer_t *t)
 {
     struct lifecycle *lc = t->data;
     struct lorad_server *srv = lc->srv;
-    uint64_t now = lorad_now_ns();
+    uint64_t now = clock_now_ns();
     if (!lc->expired) {
         if (drain_settled(srv)) {
             shutdown_finish(lc);
@@ -364,7 +462,7 @@ static void drain_tick(uv_timer_t *t)
             return;
         drain_expire(lc);
     }
-    if (!workers_exited(srv))
+    if (!workers_exited(srv->workers))
         return; /* a batch still runs: it ends on its own, we do not wait */
     if (!lc->flush_deadline_ns)
         lc->flush_deadline_ns = now + (uint64_t)DRAIN_FLUSH_MS * 1000000ull;
@@ -379,7 +477,7 @@ static void delay_done(uv_timer_t *t)
     LOG_I("event=drain_begin inflight=%zu timeout_ms=%d", http_inflight(srv),
           srv->cfg.drain_timeout_ms);
     http_stop_accepting(srv);
-    lc->drain_deadline_ns = lorad_now_ns() + (uint64_t)srv->cfg.drain_timeout_ms * 1000000ull;
+    lc->drain_deadline_ns = clock_now_ns() + (uint64_t)srv->cfg.drain_timeout_ms * 1000000ull;
     uv_timer_start(&lc->drain_timer, drain_tick, 0, DRAIN_POLL_MS);
 }
 
@@ -395,8 +493,8 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     lc->draining = true;
     atomic_store(&srv->run_state, LORAD_DRAINING);
     systemd_notify("STOPPING=1\nSTATUS=draining");
-    LOG_I("event=shutdown_begin signal=%s shutdown_delay_ms=%d", signum == SIGTERM ? "SIGTERM"
-          : "SIGINT", srv->cfg.shutdown_delay_ms);
+    LOG_I("event=shutdown_begin signal=%s shutdown_delay_ms=%d",
+          signum == SIGTERM ? "SIGTERM" : "SIGINT", srv->cfg.shutdown_delay_ms);
     uv_timer_start(&lc->delay_timer, delay_done, (uint64_t)srv->cfg.shutdown_delay_ms, 0);
 }
 
@@ -432,7 +530,10 @@ static bool targets_differ(const struct lorad_config *a, const struct lorad_conf
 /* Logs every changed key that only a restart applies. */
 static void reload_note_restart_keys(const struct lorad_config *o, const struct lorad_config *n)
 {
-    struct { const char *key; bool changed; } k[] = {
+    struct {
+        const char *key;
+        bool changed;
+    } k[] = {
         {"listen", str_differs(o->listen, n->listen)},
         {"control_listen", str_differs(o->control_listen, n->control_listen)},
         {"model_dir", str_differs(o->model_dir, n->model_dir)},
@@ -440,7 +541,7 @@ static void reload_note_restart_keys(const struct lorad_config *o, const struct 
         {"initial_adapter", str_differs(o->initial_adapter, n->initial_adapter)},
         {"state_file", str_differs(o->state_file, n->state_file)},
         {"blas_coretype", str_differs(o->blas_coretype, n->blas_coretype)},
-        {"workers", n->workers != 0 && n->workers != o->workers},
+        {"workers", n->workers != o->workers},
         {"max_batch_rows", o->max_batch_rows != n->max_batch_rows},
         {"history", o->history != n->history},
         {"max_rank", o->max_rank != n->max_rank},
@@ -452,7 +553,8 @@ static void reload_note_restart_keys(const struct lorad_config *o, const struct 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
         if (k[i].changed)
             LOG_W("event=reload_needs_restart key=%s reason=\"changed, applies at the next "
-                  "start\"", k[i].key);
+                  "start\"",
+                  k[i].key);
 }
 
 static void reload_apply(struct lorad_server *srv, struct reload_job *j)
@@ -468,14 +570,14 @@ static void reload_apply(struct lorad_server *srv, struct reload_job *j)
     srv->auth_token = j->token;
     j->token = NULL;
     c->max_body_bytes = n->max_body_bytes;
-    /* workers read this one (infer_parse): store it atomically */
-    __atomic_store_n(&c->max_rows_per_request, n->max_rows_per_request, __ATOMIC_RELAXED);
+    c->max_rows_per_request = n->max_rows_per_request;
+    atomic_store(&srv->max_rows_per_request, c->max_rows_per_request); /* workers read it */
     c->drain_timeout_ms = n->drain_timeout_ms;
     c->shutdown_delay_ms = n->shutdown_delay_ms;
     LOG_I("event=reload log_level=%s auth=%s max_body_bytes=%zu max_rows_per_request=%d "
-          "drain_timeout_ms=%d shutdown_delay_ms=%d", config_log_level_name(c->log_level),
-          srv->auth_token ? "on" : "off", c->max_body_bytes, c->max_rows_per_request,
-          c->drain_timeout_ms, c->shutdown_delay_ms);
+          "drain_timeout_ms=%d shutdown_delay_ms=%d",
+          log_level_name(c->log_level), srv->auth_token ? "on" : "off", c->max_body_bytes,
+          c->max_rows_per_request, c->drain_timeout_ms, c->shutdown_delay_ms);
 }
 
 static void reload_done(uv_work_t *w, int status)
@@ -510,10 +612,7 @@ static void reload_done(uv_work_t *w, int status)
 static void reload_start(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    systemd_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
-                   (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    systemd_notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(clock_now_ns() / 1000));
     struct reload_job *j = calloc(1, sizeof(*j));
     if (!j || (srv->config_path && !(j->path = strdup(srv->config_path))))
         goto fail;
@@ -563,7 +662,7 @@ static int start_loop_handles(struct lifecycle *lc)
         uv_signal_start(&lc->sig_int, on_stop_signal, SIGINT) < 0 ||
         uv_signal_start(&lc->sig_hup, on_hup, SIGHUP) < 0)
         return -1;
-    systemd_watchdog_start(srv, &lc->watchdog);
+    watchdog_start(srv, &lc->watchdog);
     return 0;
 }
 
@@ -579,7 +678,7 @@ static void close_any(uv_handle_t *h, void *arg)
  * during a swap): nothing is freed and the caller must _exit(). */
 static bool teardown(struct lorad_server *srv)
 {
-    if (!control_idle(srv)) {
+    if (!control_work_idle(srv)) {
         LOG_W("event=teardown_skipped reason=\"control work still in flight\"");
         return false;
     }
@@ -590,8 +689,9 @@ static bool teardown(struct lorad_server *srv)
             free(srv->loop);
         srv->loop = NULL;
     }
-    metrics_free(srv);
+    metrics_free(&srv->metrics);
     control_free(srv);
+    statewrite_free(srv);
     serving_free(&srv->serving);
     profile_free(&srv->profile);
     if (srv->adapter_dirfd >= 0)
@@ -639,9 +739,11 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
-    if ((rc = control_init(srv, &err)) < 0 || (rc = load_serving_state(srv, &err)) < 0)
+    clock_gettime(CLOCK_REALTIME, &srv->started_rt); /* the base model's loaded_at */
+    if ((rc = control_init(srv, &err)) < 0 || (rc = statewrite_init(srv, &err)) < 0 ||
+        (rc = load_serving_state(srv, &err)) < 0)
         goto fail;
-    if ((rc = control_write_state_sync(srv, &err)) < 0) {
+    if ((rc = statewrite_sync(srv, &err)) < 0) {
         lorad_error_prefix(&err, "state_file");
         goto fail;
     }
@@ -651,46 +753,47 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "cannot create the event loop");
         goto fail;
     }
-    if ((rc = metrics_init(srv)) < 0) {
+    if (!(srv->metrics = metrics_new())) {
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
-    if ((rc = workers_start(srv, &err)) < 0) {
+    if ((rc = start_workers(srv, &err)) < 0) {
         lorad_error_prefix(&err, "workers");
         goto fail;
     }
-    if ((rc = http_start(srv, &err)) < 0) {
+    if ((rc = http_start(srv, routes, sizeof(routes) / sizeof(routes[0]), &err)) < 0) {
         lorad_error_prefix(&err, "listen");
-        workers_stop(srv);
+        workers_stop(&srv->workers);
         goto fail;
     }
     if (start_loop_handles(lc) < 0) {
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "cannot install signal handlers");
-        workers_stop(srv);
+        workers_stop(&srv->workers);
         http_close(srv);
         goto fail;
     }
     atomic_store(&srv->run_state, LORAD_SERVING);
     const struct serving_view *v = serving_current(srv->serving);
     LOG_I("event=ready listen=%s control_listen=%s workers=%d adapter=%s version=%llu "
-          "generation=%llu restored=%s auth=%s", srv->cfg.listen,
-          srv->cfg.control_listen ? srv->cfg.control_listen : "same",
+          "generation=%llu restored=%s auth=%s",
+          srv->cfg.listen, srv->cfg.control_listen ? srv->cfg.control_listen : "same",
           srv->cfg.workers, v->stable ? v->stable->name : "null",
           (unsigned long long)(v->stable ? v->stable->version : 0),
           (unsigned long long)v->generation,
-          srv->restored < 0 ? "null" : srv->restored ? "true" : "false",
+          srv->restored < 0 ? "null"
+          : srv->restored   ? "true"
+                            : "false",
           srv->auth_token ? "on" : "off");
     systemd_notify("READY=1\nSTATUS=serving adapter=%s version=%llu",
                    v->stable ? v->stable->name : "(base)",
                    (unsigned long long)(v->stable ? v->stable->version : 0));
     uv_run(srv->loop, UV_RUN_DEFAULT);
     return 0;
-fail:
-    {
-        char q[LORAD_ERROR_MSG_MAX + 8];
-        LOG_E("event=startup_failed code=%s reason=%s", lorad_err_name(err.code ? err.code : rc),
-              log_quote(q, sizeof(q), err.msg));
-    }
+fail : {
+    char q[LORAD_ERROR_MSG_MAX + 8];
+    LOG_E("event=startup_failed code=%s reason=%s", lorad_err_name(err.code ? err.code : rc),
+          log_quote(q, sizeof(q), err.msg));
+}
     return 1;
 }
 
@@ -720,7 +823,7 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     srv.adapter_dirfd = -1;
     srv.restored = -1;
-    srv.started_ns = lorad_now_ns();
+    srv.started_ns = clock_now_ns();
     atomic_store(&srv.run_state, LORAD_STARTING);
     lc.srv = &srv;
     lc.ovr = cl.ovr;
@@ -742,8 +845,8 @@ int main(int argc, char **argv)
         teardown(&srv);
         return rc;
     }
+    atomic_store(&srv.max_rows_per_request, srv.cfg.max_rows_per_request);
     blas_select(srv.cfg.blas_coretype, argv);
-    resolve_workers(&srv.cfg);
     LOG_I("event=start version=%s pid=%d config=%s", LORAD_VERSION, (int)getpid(),
           cl.config_path ? cl.config_path : "null");
     rc = serve(&srv, &lc);

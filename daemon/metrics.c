@@ -7,7 +7,9 @@
  * fixed log-spaced latency histogram (20 buckets per decade from 1 us), so
  * p50/p99 cost no allocation and no sorting; a quantile is interpolated
  * linearly inside its bucket. The Prometheus side is cumulative for the
- * life of the process; the evidence is reset when a canary begins.
+ * life of the process; the evidence is reset when a canary begins. The
+ * gauges are the caller's (struct metrics_gauges): this file reads no
+ * other module's state.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -16,8 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataplane.h"
-#include "lorad.h"
+#include "metrics.h"
 
 #define EV_PER_DECADE 20
 #define EV_BUCKETS 200 /* 1 us .. 1e4 s */
@@ -41,7 +42,7 @@ struct phist {
 };
 
 struct req_count {
-    int variant; /* 0 stable, 1 canary, 2 none */
+    enum metrics_variant variant;
     int code;
     uint64_t n;
 };
@@ -84,30 +85,21 @@ static void phist_observe(struct phist *h, double v)
     h->count++;
 }
 
-int metrics_ensure(struct lorad_server *srv)
+struct metrics *metrics_new(void)
 {
-    struct metrics *m;
-    if (srv->metrics)
-        return 0;
-    m = calloc(1, sizeof(*m));
+    struct metrics *m = calloc(1, sizeof(*m));
     if (!m)
-        return LORAD_E_INTERNAL;
+        return NULL;
     phist_init(&m->dur, dur_bounds, sizeof(dur_bounds) / sizeof(dur_bounds[0]));
     phist_init(&m->stage, stage_bounds, sizeof(stage_bounds) / sizeof(stage_bounds[0]));
     phist_init(&m->commit, commit_bounds, sizeof(commit_bounds) / sizeof(commit_bounds[0]));
-    srv->metrics = m;
-    return 0;
+    return m;
 }
 
-int metrics_init(struct lorad_server *srv)
+void metrics_free(struct metrics **m)
 {
-    return metrics_ensure(srv);
-}
-
-void metrics_free(struct lorad_server *srv)
-{
-    free(srv->metrics);
-    srv->metrics = NULL;
+    free(*m);
+    *m = NULL;
 }
 
 /* ---- recording ---- */
@@ -131,7 +123,7 @@ static double ev_upper(size_t i)
     return EV_MIN_NS * pow(10.0, (double)i / EV_PER_DECADE);
 }
 
-static void count_code(struct metrics *m, int variant, int code)
+static void count_code(struct metrics *m, enum metrics_variant variant, int code)
 {
     size_t i;
     for (i = 0; i < m->nreq; i++) {
@@ -148,18 +140,13 @@ static void count_code(struct metrics *m, int variant, int code)
     }
 }
 
-void metrics_record_infer(struct lorad_server *srv, enum serving_variant v, int status,
-                          uint64_t latency_ns, int rows, int nonfinite_rows)
+void metrics_record_infer(struct metrics *m, enum metrics_variant v, int status,
+                          uint64_t latency_ns, int nonfinite_rows)
 {
-    struct metrics *m = srv->metrics;
-    int vi = (v == SERVING_STABLE) ? 0 : (v == SERVING_CANARY) ? 1 : 2;
-    (void)rows;
-    if (!m)
-        return;
-    count_code(m, vi, status);
+    count_code(m, v, status);
     phist_observe(&m->dur, (double)latency_ns / 1e9);
-    if (vi < 2) {
-        struct evidence *e = &m->ev[vi];
+    if (v != METRICS_NONE) {
+        struct evidence *e = &m->ev[v];
         e->requests++;
         if (status >= 500)
             e->errors++;
@@ -169,11 +156,10 @@ void metrics_record_infer(struct lorad_server *srv, enum serving_variant v, int 
     }
 }
 
-void metrics_record_batch(struct lorad_server *srv, int rows)
+void metrics_record_batch(struct metrics *m, int rows)
 {
-    struct metrics *m = srv->metrics;
     size_t i = 0;
-    if (!m || rows <= 0)
+    if (rows <= 0)
         return;
     while (i < NBATCH && (double)rows > batch_bounds[i])
         i++;
@@ -182,11 +168,8 @@ void metrics_record_batch(struct lorad_server *srv, int rows)
     atomic_fetch_add_explicit(&m->batch_count, 1, memory_order_relaxed);
 }
 
-void metrics_record_swap(struct lorad_server *srv, bool ok, double stage_ms, double commit_us)
+void metrics_record_swap(struct metrics *m, bool ok, double stage_ms, double commit_us)
 {
-    struct metrics *m = srv->metrics;
-    if (!m)
-        return;
     if (!ok) {
         m->swaps_failed++;
         return;
@@ -198,20 +181,16 @@ void metrics_record_swap(struct lorad_server *srv, bool ok, double stage_ms, dou
         phist_observe(&m->commit, commit_us / 1e6);
 }
 
-void metrics_record_rollback(struct lorad_server *srv, double commit_us)
+void metrics_record_rollback(struct metrics *m, double commit_us)
 {
-    struct metrics *m = srv->metrics;
-    if (!m)
-        return;
     m->rollbacks++;
     if (commit_us >= 0)
         phist_observe(&m->commit, commit_us / 1e6);
 }
 
-void metrics_reset_evidence(struct lorad_server *srv)
+void metrics_reset_evidence(struct metrics *m)
 {
-    if (srv->metrics)
-        memset(srv->metrics->ev, 0, sizeof(srv->metrics->ev));
+    memset(m->ev, 0, sizeof(m->ev));
 }
 
 /* ---- evidence ---- */
@@ -265,28 +244,27 @@ static cJSON *evidence_json(const struct evidence *e)
     return o;
 }
 
-cJSON *metrics_evidence_json(const struct lorad_server *srv)
+cJSON *metrics_evidence_json(const struct metrics *m)
 {
-    static const struct evidence empty;
-    const struct metrics *m = srv->metrics;
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    cJSON_AddItemToObject(o, "stable", evidence_json(m ? &m->ev[0] : &empty));
-    cJSON_AddItemToObject(o, "canary", evidence_json(m ? &m->ev[1] : &empty));
+    cJSON_AddItemToObject(o, "stable", evidence_json(&m->ev[METRICS_STABLE]));
+    cJSON_AddItemToObject(o, "canary", evidence_json(&m->ev[METRICS_CANARY]));
     return o;
 }
 
 /* ---- Prometheus text format 0.0.4 ---- */
 
-struct buf {
+struct metrics_text {
     char *p;
     size_t len, cap;
     bool oom;
 };
 
-static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bprintf(struct buf *b, const char *fmt, ...)
+static void bprintf(struct metrics_text *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void bprintf(struct metrics_text *b, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -333,16 +311,17 @@ static void escape_label(char *out, size_t n, const char *s)
     out[o] = '\0';
 }
 
-static void head(struct buf *b, const char *name, const char *type, const char *help)
+static void put_head(struct metrics_text *b, const char *name, const char *type, const char *help)
 {
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void render_phist(struct buf *b, const char *name, const char *help, const struct phist *h)
+static void render_phist(struct metrics_text *b, const char *name, const char *help,
+                         const struct phist *h)
 {
     uint64_t cum = 0;
     size_t i;
-    head(b, name, "histogram", help);
+    put_head(b, name, "histogram", help);
     for (i = 0; i < h->n; i++) {
         cum += h->counts[i];
         bprintf(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
@@ -352,11 +331,11 @@ static void render_phist(struct buf *b, const char *name, const char *help, cons
     bprintf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->count);
 }
 
-static void render_batch(struct buf *b, const struct metrics *m)
+static void render_batch(struct metrics_text *b, const struct metrics *m)
 {
     uint64_t cum = 0;
     size_t i;
-    head(b, "lorad_batch_rows", "histogram", "Rows per forward batch formed by the workers.");
+    put_head(b, "lorad_batch_rows", "histogram", "Rows per forward batch formed by the workers.");
     for (i = 0; i < NBATCH; i++) {
         cum += atomic_load_explicit(&m->batch_counts[i], memory_order_relaxed);
         bprintf(b, "lorad_batch_rows_bucket{le=\"%g\"} %llu\n", batch_bounds[i],
@@ -369,18 +348,18 @@ static void render_batch(struct buf *b, const struct metrics *m)
             (unsigned long long)atomic_load_explicit(&m->batch_count, memory_order_relaxed));
 }
 
-static void render_requests(struct buf *b, const struct metrics *m)
+static void render_requests(struct metrics_text *b, const struct metrics *m)
 {
     static const char *const vnames[] = {"stable", "canary", "none"};
     size_t i;
-    head(b, "lorad_requests_total", "counter",
-         "Answered /infer requests by variant and HTTP status.");
+    put_head(b, "lorad_requests_total", "counter",
+             "Answered /infer requests by variant and HTTP status.");
     for (i = 0; i < m->nreq; i++)
         bprintf(b, "lorad_requests_total{variant=\"%s\",code=\"%d\"} %llu\n",
                 vnames[m->req[i].variant], m->req[i].code, (unsigned long long)m->req[i].n);
 }
 
-static void render_adapter(struct buf *b, const char *variant, const struct snapshot *s)
+static void render_adapter(struct metrics_text *b, const char *variant, const struct snapshot *s)
 {
     char name[2 * SNAPSHOT_NAME_MAX + 8];
     escape_label(name, sizeof(name), s ? s->name : "");
@@ -388,39 +367,37 @@ static void render_adapter(struct buf *b, const char *variant, const struct snap
             name, (unsigned long long)(s ? s->version : 0));
 }
 
-static void render_state(struct buf *b, const struct lorad_server *srv)
+static void render_gauges(struct metrics_text *b, const struct metrics_gauges *g)
 {
-    const struct serving_view *v = srv->serving ? serving_current(srv->serving) : NULL;
-    head(b, "lorad_generation", "gauge", "Serving state generation (every commit adds one).");
+    const struct serving_view *v = g->view;
+    put_head(b, "lorad_generation", "gauge", "Serving state generation (every commit adds one).");
     bprintf(b, "lorad_generation %llu\n", (unsigned long long)(v ? v->generation : 0));
-    head(b, "lorad_adapter_info", "gauge",
-         "Adapter serving each variant (adapter=\"\" and version 0: base model only).");
+    put_head(b, "lorad_adapter_info", "gauge",
+             "Adapter serving each variant (adapter=\"\" and version 0: base model only).");
     if (v) {
         render_adapter(b, "stable", v->stable);
         if (v->canary)
             render_adapter(b, "canary", v->canary);
     }
-    head(b, "lorad_canary_percent", "gauge", "Share of traffic on the canary (0 without one).");
+    put_head(b, "lorad_canary_percent", "gauge", "Share of traffic on the canary (0 without one).");
     bprintf(b, "lorad_canary_percent %.2f\n",
             (v && v->canary) ? (double)v->canary_bp / 100.0 : 0.0);
-    head(b, "lorad_queue_depth", "gauge", "/infer requests waiting for a worker.");
-    bprintf(b, "lorad_queue_depth %zu\n", workers_queue_depth(srv));
-    head(b, "lorad_inflight_requests", "gauge", "HTTP requests received and not yet answered.");
-    bprintf(b, "lorad_inflight_requests %zu\n", http_inflight(srv));
-    head(b, "lorad_up", "gauge", "1 while the daemon runs.");
+    put_head(b, "lorad_queue_depth", "gauge", "/infer requests waiting for a worker.");
+    bprintf(b, "lorad_queue_depth %zu\n", g->queue_depth);
+    put_head(b, "lorad_inflight_requests", "gauge", "HTTP requests received and not yet answered.");
+    bprintf(b, "lorad_inflight_requests %zu\n", g->inflight);
+    put_head(b, "lorad_up", "gauge", "1 while the daemon runs.");
     bprintf(b, "lorad_up 1\n");
 }
 
-char *metrics_render(const struct lorad_server *srv, size_t *len)
+char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, size_t *len)
 {
-    static const struct metrics zero;
-    const struct metrics *m = srv->metrics ? srv->metrics : &zero;
-    struct buf b = {0};
+    struct metrics_text b = {0};
     render_requests(&b, m);
     render_phist(&b, "lorad_request_duration_seconds",
                  "Latency of /infer answers, first header to answer.", &m->dur);
     render_batch(&b, m);
-    head(&b, "lorad_swaps_total", "counter", "/swap requests by result (ok: committed).");
+    put_head(&b, "lorad_swaps_total", "counter", "/swap requests by result (ok: committed).");
     bprintf(&b,
             "lorad_swaps_total{result=\"ok\"} %llu\nlorad_swaps_total{result=\"failed\"} %llu\n",
             (unsigned long long)m->swaps_ok, (unsigned long long)m->swaps_failed);
@@ -428,9 +405,9 @@ char *metrics_render(const struct lorad_server *srv, size_t *len)
     render_phist(&b, "lorad_swap_commit_seconds",
                  "Commit time (pointer exchange and bookkeeping) of swaps and rollbacks.",
                  &m->commit);
-    head(&b, "lorad_rollbacks_total", "counter", "Committed rollbacks.");
+    put_head(&b, "lorad_rollbacks_total", "counter", "Committed rollbacks.");
     bprintf(&b, "lorad_rollbacks_total %llu\n", (unsigned long long)m->rollbacks);
-    render_state(&b, srv);
+    render_gauges(&b, g);
     if (b.oom) {
         free(b.p);
         return NULL;

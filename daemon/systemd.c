@@ -1,12 +1,14 @@
 /* lorad — daemon/systemd.c: the systemd service protocol (SPEC.md 8),
  * spoken directly, without libsystemd: sd_notify datagrams to
  * NOTIFY_SOCKET (READY=1, STATUS=, RELOADING=1, STOPPING=1, WATCHDOG=1),
- * the watchdog interval (WATCHDOG_USEC / WATCHDOG_PID) and the timer that
- * pets it, and socket activation (LISTEN_FDS / LISTEN_PID).
+ * the watchdog interval (WATCHDOG_USEC / WATCHDOG_PID) and socket
+ * activation (LISTEN_FDS / LISTEN_PID). The timer that pets the watchdog,
+ * and when it may, are main.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +16,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "lorad.h"
-#include "startup.h"
+#include "systemd.h"
+
+#include "log.h"
 
 #define SYSTEMD_MSG_MAX 1024
 
@@ -108,29 +111,4 @@ out:
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");
     return count;
-}
-
-static void watchdog_tick(uv_timer_t *t)
-{
-    struct lorad_server *srv = t->data;
-    /* The timer firing proves the loop runs; the workers must also move. */
-    if (workers_healthy(srv, 10000))
-        systemd_notify("WATCHDOG=1");
-    else
-        LOG_W("event=watchdog_skipped reason=\"workers are not making progress\"");
-}
-
-void systemd_watchdog_start(struct lorad_server *srv, uv_timer_t *t)
-{
-    uint64_t usec = systemd_watchdog_usec();
-    uv_timer_init(srv->loop, t);
-    t->data = srv;
-    if (usec == 0)
-        return;
-    uint64_t ms = usec / 2000;
-    if (ms == 0)
-        ms = 1;
-    uv_timer_start(t, watchdog_tick, ms, ms);
-    uv_unref((uv_handle_t *)t);
-    LOG_I("event=watchdog interval_ms=%llu", (unsigned long long)(usec / 1000));
 }

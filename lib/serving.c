@@ -601,6 +601,11 @@ static uint64_t route_hash(const char *key, size_t len)
     return h;
 }
 
+const char *serving_variant_name(enum serving_variant v)
+{
+    return v == SERVING_CANARY ? "canary" : "stable";
+}
+
 enum serving_variant serving_route(struct serving *s, const struct serving_view *v,
                                    const char *key, size_t keylen)
 {

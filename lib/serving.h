@@ -37,6 +37,10 @@
 
 enum serving_variant { SERVING_STABLE = 0, SERVING_CANARY = 1 };
 
+/* "stable" or "canary": the name SPEC 6 gives a variant (answers, headers,
+ * logs). Any thread. */
+const char *serving_variant_name(enum serving_variant v);
+
 struct serving_view {
     const struct snapshot *stable; /* NULL = base model only */
     const struct snapshot *canary; /* NULL = no canary */

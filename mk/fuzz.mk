@@ -15,7 +15,8 @@
 #
 # Harnesses and the code under test are compiled by clang with
 # -fsanitize=fuzzer,address,undefined (not the gcc-built archive): every
-# lib/*.c and every daemon/*.c except main.c (which holds main()).
+# lib/*.c, and for the config harness daemon/config.c with the two daemon
+# modules it uses (log.c, blas.c).
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
@@ -29,9 +30,9 @@ FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_B)/fuzz_%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_B)/obj/%.o)
-FUZZ_DMN_OBJ := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(filter-out daemon/main.c,$(DAEMON_SRC)))
-# Harnesses of daemon/ code (they define lorad_now_ns, which main.c holds).
-FUZZ_DAEMON  := config infer
+FUZZ_DMN_OBJ := $(patsubst %.c,$(FUZZ_B)/obj/%.o,daemon/config.c daemon/log.c daemon/blas.c)
+# Harnesses of daemon/ code (the others link lib/ only).
+FUZZ_DAEMON  := config
 
 .PHONY: fuzz fuzz-build fuzz-replay
 

@@ -1,0 +1,60 @@
+/* lorad — daemon/metrics.h: request evidence per variant (SPEC 6 /status
+ * "requests") and the Prometheus counters, histograms and gauges of
+ * /metrics.
+ *
+ * metrics is a leaf: it records what it is told and renders what it is
+ * handed. The gauges of /metrics (queue depth, requests in flight, the
+ * serving view) are collected by the caller (status.c) and passed to
+ * metrics_render().
+ *
+ * Ownership: main.c allocates the one struct metrics at start
+ * (metrics_new) and frees it after the workers stopped (metrics_free).
+ * Threads: the loop thread, except metrics_record_batch (any thread:
+ * relaxed atomics).
+ */
+#ifndef LORAD_METRICS_H
+#define LORAD_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "../lib/serving.h"
+
+/* The variant label of an /infer answer: the one that produced it, or
+ * none (it failed before or while routing: bad request, overloaded, ...). */
+enum metrics_variant { METRICS_STABLE, METRICS_CANARY, METRICS_NONE };
+
+struct metrics;
+
+/* NULL on out-of-memory. metrics_free() sets *m to NULL. */
+struct metrics *metrics_new(void);
+void metrics_free(struct metrics **m);
+
+/* An /infer answer: its variant, HTTP status, latency (first header to
+ * answer) and rows with a non-finite output. */
+void metrics_record_infer(struct metrics *m, enum metrics_variant v, int status,
+                          uint64_t latency_ns, int nonfinite_rows);
+/* One forward pass of `rows` rows (any thread). */
+void metrics_record_batch(struct metrics *m, int rows);
+/* Control-plane events: a /swap that committed (ok) or not, a rollback. */
+void metrics_record_swap(struct metrics *m, bool ok, double stage_ms, double commit_us);
+void metrics_record_rollback(struct metrics *m, double commit_us);
+/* Resets the per-variant evidence windows (a canary begins). */
+void metrics_reset_evidence(struct metrics *m);
+
+/* {"stable": {...}, "canary": {...}} of /status. */
+cJSON *metrics_evidence_json(const struct metrics *m);
+
+/* What /metrics shows beside the counters, read by the caller. */
+struct metrics_gauges {
+    const struct serving_view *view; /* NULL: no serving state yet */
+    size_t queue_depth;              /* /infer requests waiting for a worker */
+    size_t inflight;                 /* HTTP requests received, not answered */
+};
+/* Prometheus text format 0.0.4 (malloc'd, *len bytes), or NULL. */
+char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, size_t *len);
+
+#endif
