@@ -38,9 +38,9 @@ struct stage_job {
     char name[SNAPSHOT_NAME_MAX + 1];
     char sha256[65];
     bool has_sha256;
-    int canary_bp;                       /* -1: becomes stable */
+    int canary_bp;               /* -1: becomes stable */
     struct profile *profile;     /* duplicate of srv->profile */
-    struct snapshot *snap;               /* out */
+    struct snapshot *snap;       /* out */
     struct profile *profile_out; /* out: completed profile or NULL */
     int rc;
     struct lorad_error err;

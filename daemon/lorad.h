@@ -48,7 +48,7 @@ struct lorad_server {
     struct model *model;              /* immutable after start; workers read */
     int adapter_dirfd;                /* adapter_dir opened O_DIRECTORY */
     struct serving *serving;          /* writer: loop thread; readers: workers */
-    struct profile *profile;  /* NULL until known; replaced, never mutated */
+    struct profile *profile;          /* NULL until known; replaced, never mutated */
     _Atomic int run_state;            /* enum lorad_run_state */
     _Atomic int max_rows_per_request; /* cfg's, reloadable: workers read it */
     int scratch_rank;                 /* workers' forward scratch rank (set before they start) */

@@ -324,8 +324,8 @@ static int startup_core(struct lorad_server *srv, struct lorad_error *err)
     if ((rc = open_adapter_dir(srv->cfg.adapter_dir, &srv->adapter_dirfd, err)) < 0)
         return rc;
     if ((rc = profile_from_config(srv->model, srv->cfg.max_rank,
-                                          (const char *const *)srv->cfg.target_modules,
-                                          srv->cfg.n_target_modules, &srv->profile, err)) < 0)
+                                  (const char *const *)srv->cfg.target_modules,
+                                  srv->cfg.n_target_modules, &srv->profile, err)) < 0)
         return rc;
     return 0;
 }

@@ -14,10 +14,10 @@ static const double exact_p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7
 #if LDBL_MANT_DIG == 64
 /* Powers of ten that x87 long doubles (64-bit significand) hold exactly:
  * 10^27 = 2^27 * 5^27 and 5^27 < 2^64. */
-static const long double exact_p10l[] = {
-    1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
-    1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
-    1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+static const long double exact_p10l[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
+                                         1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+                                         1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
+                                         1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
 #define FAST_MAX_DIGITS 19
 #define FAST_MAX_EXP 27
 #else
@@ -103,4 +103,3 @@ bool decimal_fast_parse(const char *p, const char *end, double *out)
         *out = -*out;
     return true;
 }
-

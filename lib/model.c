@@ -218,9 +218,9 @@ static int parse_config_text(const char *text, size_t len, const char *display, 
                                "%s: a string contains a NUL character (\\u0000)", display);
     root = cJSON_ParseWithLength(text, len);
     if (!root) {
-        rc = lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: malformed JSON near byte %td",
-                             display,
-                             cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)0);
+        rc =
+            lorad_error_set(err, LORAD_E_INVALID_MODEL, "%s: malformed JSON near byte %td", display,
+                            cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)0);
         goto fail;
     }
     layers = cJSON_GetObjectItemCaseSensitive(root, "layers");

@@ -45,8 +45,8 @@ struct retired {
 struct serving {
     struct serving_view *view; /* RCU-published; readers use serving_read() */
     /* Writer-only bookkeeping, mirrors the view with owning pointers. */
-    struct snapshot *stable;   /* NULL = base model */
-    struct snapshot *canary;   /* NULL = none */
+    struct snapshot *stable; /* NULL = base model */
+    struct snapshot *canary; /* NULL = none */
     int canary_bp;
     struct snapshot **history; /* [history_max], newest first */
     size_t nhistory;
@@ -144,8 +144,8 @@ static struct serving_view *view_build(const struct serving *s)
 /* Step (1) of every change: allocates the new view and a retire record for
  * up to `cap` snapshots, so nothing can fail after the state changes.
  * LORAD_E_INTERNAL ("<what>: out of memory") with nothing allocated. */
-static int commit_alloc(size_t cap, const char *what, struct serving_view **v,
-                        struct retired **r, struct lorad_error *err)
+static int commit_alloc(size_t cap, const char *what, struct serving_view **v, struct retired **r,
+                        struct lorad_error *err)
 {
     *v = malloc(sizeof(**v));
     *r = retired_new(cap);
@@ -491,8 +491,8 @@ int serving_promote(struct serving *s, struct serving_commit *out, struct lorad_
 }
 
 void serving_restore(struct serving *s, struct snapshot *stable, struct snapshot *canary,
-                     int canary_bp, struct snapshot **history, size_t nhistory,
-                     uint64_t generation, uint64_t next_version)
+                     int canary_bp, struct snapshot **history, size_t nhistory, uint64_t generation,
+                     uint64_t next_version)
 {
     struct serving_view *v = view_build(s);
     struct retired *r = retired_new(s->nhistory + 2);
@@ -606,8 +606,8 @@ const char *serving_variant_name(enum serving_variant v)
     return v == SERVING_CANARY ? "canary" : "stable";
 }
 
-enum serving_variant serving_route(struct serving *s, const struct serving_view *v,
-                                   const char *key, size_t keylen)
+enum serving_variant serving_route(struct serving *s, const struct serving_view *v, const char *key,
+                                   size_t keylen)
 {
     uint64_t c, bp;
     if (!v || !v->canary || v->canary_bp <= 0)
@@ -620,5 +620,5 @@ enum serving_variant serving_route(struct serving *s, const struct serving_view 
      * the exact share. Only c mod 10000 matters, so no overflow. */
     c = atomic_fetch_add_explicit(&s->route_ctr, 1, memory_order_relaxed) % SERVING_BP_MAX;
     return (c + 1) * bp / SERVING_BP_MAX > c * bp / SERVING_BP_MAX ? SERVING_CANARY
-                                                                    : SERVING_STABLE;
+                                                                   : SERVING_STABLE;
 }

@@ -50,13 +50,13 @@ struct serving_view {
 
 /* What a commit did, for the control-plane answer. */
 struct serving_commit {
-    const struct snapshot *now;    /* the snapshot the answer names (NULL = base) */
-    enum serving_variant variant;  /* "variant" of the answer */
+    const struct snapshot *now;   /* the snapshot the answer names (NULL = base) */
+    enum serving_variant variant; /* "variant" of the answer */
     uint64_t generation;
-    bool has_previous;             /* false: "previous": null */
+    bool has_previous;                            /* false: "previous": null */
     char previous_adapter[SNAPSHOT_NAME_MAX + 1]; /* "" = base (adapter null) */
     uint64_t previous_version;
-    double commit_us;              /* pointer exchange + bookkeeping */
+    double commit_us; /* pointer exchange + bookkeeping */
 };
 
 struct serving;
@@ -118,8 +118,8 @@ int serving_promote(struct serving *s, struct serving_commit *out, struct lorad_
  * entries beyond history_max are freed. Replaces (and retires) whatever
  * the state held. */
 void serving_restore(struct serving *s, struct snapshot *stable, struct snapshot *canary,
-                     int canary_bp, struct snapshot **history, size_t nhistory,
-                     uint64_t generation, uint64_t next_version);
+                     int canary_bp, struct snapshot **history, size_t nhistory, uint64_t generation,
+                     uint64_t next_version);
 
 /* Blocks until every retired object has been freed (tests, benchmarks of
  * memory, shutdown). Not for the loop thread while serving. */
@@ -144,7 +144,7 @@ const struct serving_view *serving_read(struct serving *s);
  * it at any larger P. Without a key, a shared counter splits traffic so the
  * realised share over any run of requests is within one request of
  * canary_bp / 10000. No canary: always SERVING_STABLE. */
-enum serving_variant serving_route(struct serving *s, const struct serving_view *v,
-                                   const char *key, size_t keylen);
+enum serving_variant serving_route(struct serving *s, const struct serving_view *v, const char *key,
+                                   size_t keylen);
 
 #endif

@@ -25,13 +25,13 @@
 #define SNAPSHOT_NAME_MAX 128
 
 struct snapshot_lora {
-    int rank;           /* this layer's r (rank_pattern applied) */
-    double alpha;       /* this layer's alpha (alpha_pattern applied) */
-    float scaling;      /* alpha / r, or alpha / sqrt(r) with rsLoRA */
-    float *A;           /* lora_A: [rank][in_features] */
-    float *B;           /* lora_B: [out_features][rank] */
-    float *bias_B;      /* lora_B.bias [out_features] (lora_bias), or NULL */
-    float *dora_scale;  /* DoRA: m / ||W + s B A||_row, [out_features], or NULL */
+    int rank;          /* this layer's r (rank_pattern applied) */
+    double alpha;      /* this layer's alpha (alpha_pattern applied) */
+    float scaling;     /* alpha / r, or alpha / sqrt(r) with rsLoRA */
+    float *A;          /* lora_A: [rank][in_features] */
+    float *B;          /* lora_B: [out_features][rank] */
+    float *bias_B;     /* lora_B.bias [out_features] (lora_bias), or NULL */
+    float *dora_scale; /* DoRA: m / ||W + s B A||_row, [out_features], or NULL */
 };
 
 struct snapshot_layer {
@@ -42,15 +42,15 @@ struct snapshot_layer {
 
 struct snapshot {
     char name[SNAPSHOT_NAME_MAX + 1]; /* adapter directory name */
-    uint64_t version;        /* set by serving.c at commit; 0 until then */
-    int rank;                /* largest layer rank */
-    double lora_alpha;       /* the config's lora_alpha */
-    char sha256[65];         /* lowercase hex of adapter_model.safetensors */
-    struct timespec loaded_at; /* CLOCK_REALTIME when staging finished */
-    double stage_ms;         /* wall time of staging */
-    size_t nlayers;          /* == model->nlayers */
-    struct snapshot_layer *layers; /* [nlayers] */
-    size_t bytes;            /* bytes of f32 data held (for memory accounting) */
+    uint64_t version;                 /* set by serving.c at commit; 0 until then */
+    int rank;                         /* largest layer rank */
+    double lora_alpha;                /* the config's lora_alpha */
+    char sha256[65];                  /* lowercase hex of adapter_model.safetensors */
+    struct timespec loaded_at;        /* CLOCK_REALTIME when staging finished */
+    double stage_ms;                  /* wall time of staging */
+    size_t nlayers;                   /* == model->nlayers */
+    struct snapshot_layer *layers;    /* [nlayers] */
+    size_t bytes;                     /* bytes of f32 data held (for memory accounting) */
 };
 
 /* Allocates an empty snapshot for a model of `nlayers` layers (all layers

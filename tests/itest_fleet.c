@@ -298,8 +298,8 @@ static void client_one(struct client *c, struct itu_client *hc, long iter)
     int off = (int)((iter * 5 + c->id * 3) % (FL_ROWS - n + 1));
     bool binary = ((iter + c->id) & 1) != 0;
     struct itu_infer res;
-    bool ok = itu_infer_do(hc, X + (size_t)off * M->in, n, M->in, M->out, binary, n > 1, NULL,
-                           NULL, &res);
+    bool ok = itu_infer_do(hc, X + (size_t)off * M->in, n, M->in, M->out, binary, n > 1, NULL, NULL,
+                           &res);
     c->requests++;
     if (!ok) {
         c->failures++;
@@ -407,7 +407,9 @@ static void load_stop_check(const char *phase, long *ovf_rows)
     }
     for (int i = 0; i < FL_CLIENTS; i++)
         free(CL[i].seen);
-    fprintf(stderr, "itest_fleet: %s: %ld requests through haproxy (lorad1 %ld, lorad2 %ld, lorad3 %ld), %ld failed, %ld mismatched\n",
+    fprintf(stderr,
+            "itest_fleet: %s: %ld requests through haproxy (lorad1 %ld, lorad2 %ld, lorad3 %ld), "
+            "%ld failed, %ld mismatched\n",
             phase, req, served_by(0), served_by(1), served_by(2), fail, mism);
     ck_assert_msg(fail == 0 && mism == 0,
                   "%s: %ld of %ld requests through haproxy failed, %ld mismatched; first: %s",
@@ -515,9 +517,11 @@ START_TEST(test_fleet_rollout_good_then_undo)
     load_start(f.hport);
     ck_assert(wait_served(0, 20) && wait_served(1, 20) && wait_served(2, 20));
     char *out = NULL;
-    char *args[] = {"--instances", inst, "--adapter", "demo-b", "--steps", "50,100",
-                    "--interval", "1", "--wave-interval", "1", "--wave-size", "1",
-                    "--max-p99-ratio", "1000", "--probe", probe, "--state-file", rec, NULL};
+    char *args[] = {"--instances",     inst,     "--adapter",   "demo-b",
+                    "--steps",         "50,100", "--interval",  "1",
+                    "--wave-interval", "1",      "--wave-size", "1",
+                    "--max-p99-ratio", "1000",   "--probe",     probe,
+                    "--state-file",    rec,      NULL};
     int rc = fleet_rollout(args, &out);
     ck_assert_msg(rc == 0, "good rollout exited %d; output:\n%s", rc, out);
     for (int i = 0; i < FL_N; i++)
@@ -557,12 +561,25 @@ START_TEST(test_fleet_rollout_bad_rolled_back)
     load_start(f.hport);
     ck_assert(wait_served(0, 20) && wait_served(1, 20) && wait_served(2, 20));
     char *out = NULL;
-    char *args[] = {"--instances", inst, "--adapter", "demo-overflow", "--steps", "50,100",
-                    "--interval", "1", "--wave-interval", "1", "--max-p99-ratio", "1000",
-                    "--probe", probe, "--state-file", rec, NULL};
+    char *args[] = {"--instances",
+                    inst,
+                    "--adapter",
+                    "demo-overflow",
+                    "--steps",
+                    "50,100",
+                    "--interval",
+                    "1",
+                    "--wave-interval",
+                    "1",
+                    "--max-p99-ratio",
+                    "1000",
+                    "--probe",
+                    probe,
+                    "--state-file",
+                    rec,
+                    NULL};
     int rc = fleet_rollout(args, &out);
-    ck_assert_msg(rc == 1, "bad rollout exited %d (expected 1, gate failed); output:\n%s", rc,
-                  out);
+    ck_assert_msg(rc == 1, "bad rollout exited %d (expected 1, gate failed); output:\n%s", rc, out);
     ck_assert_msg(strstr(out, "gate failed") != NULL, "no gate failure in the output:\n%s", out);
     for (int i = 0; i < FL_N; i++)
         assert_serves(&f, i, "demo-a", 1, "after the failed rollout", out);
@@ -602,9 +619,9 @@ START_TEST(test_fleet_wave_refused_rolled_back)
     load_start(f.hport);
     ck_assert(wait_served(0, 20) && wait_served(1, 20) && wait_served(2, 20));
     char *out = NULL;
-    char *args[] = {"--instances", inst, "--adapter", "demo-b", "--steps", "100",
-                    "--interval", "1", "--wave-interval", "1", "--wave-size", "2",
-                    "--max-p99-ratio", "1000", "--state-file", rec, NULL};
+    char *args[] = {"--instances",     inst,   "--adapter",       "demo-b", "--steps",     "100",
+                    "--interval",      "1",    "--wave-interval", "1",      "--wave-size", "2",
+                    "--max-p99-ratio", "1000", "--state-file",    rec,      NULL};
     int rc = fleet_rollout(args, &out);
     ck_assert_msg(rc == 2, "rollout with a refusing instance exited %d (expected 2); output:\n%s",
                   rc, out);

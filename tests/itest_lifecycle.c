@@ -267,8 +267,8 @@ END_TEST
 
 /* The audit scenario: one worker, a 1024-wide 4-layer model computed one
  * row per GEMM, a queue that takes many seconds, drain_timeout_ms 200. */
-#define BOUND_ROWS 64     /* rows per request */
-#define BOUND_DISTINCT 8  /* distinct rows in the body, repeated */
+#define BOUND_ROWS 64    /* rows per request */
+#define BOUND_DISTINCT 8 /* distinct rows in the body, repeated */
 #define BOUND_QUEUE_MS 8000
 #define BOUND_DRAIN_MS 200
 
@@ -299,8 +299,8 @@ static bool bound_ok_answer(struct bound_client *c, const struct itu_resp *r)
     if (!itu_header(r, "Content-Type", ct, sizeof(ct)) ||
         strcmp(ct, "application/octet-stream") != 0 || r->len != want_len ||
         !itu_header(r, "X-Lorad-Version", ver, sizeof(ver))) {
-        snprintf(c->why, sizeof(c->why), "malformed 200: %zu bytes (want %zu), type %s",
-                 r->len, want_len, itu_header(r, "Content-Type", ct, sizeof(ct)) ? ct : "none");
+        snprintf(c->why, sizeof(c->why), "malformed 200: %zu bytes (want %zu), type %s", r->len,
+                 want_len, itu_header(r, "Content-Type", ct, sizeof(ct)) ? ct : "none");
         return false;
     }
     for (int k = 0; k < BOUND_ROWS; k++) {
@@ -309,8 +309,8 @@ static bool bound_ok_answer(struct bound_client *c, const struct itu_resp *r)
         memcpy(row, r->body + (size_t)k * n * sizeof(float), n * sizeof(float));
         double w = itu_match(row, c->want + (size_t)(k % BOUND_DISTINCT) * n, n);
         if (w > 1.0) {
-            snprintf(c->why, sizeof(c->why), "200 row %d differs from the reference (ratio %g)",
-                     k, w);
+            snprintf(c->why, sizeof(c->why), "200 row %d differs from the reference (ratio %g)", k,
+                     w);
             return false;
         }
     }
@@ -349,8 +349,13 @@ static void write_wide_demo(const char *dir)
 {
     const char *env = getenv("MKDEMO_BIN");
     char *out = NULL;
-    char *argv[] = {(char *)(env && *env ? env : "build/lorad-mkdemo"), "--width", "1024",
-                    "--layers", "4", (char *)dir, NULL};
+    char *argv[] = {(char *)(env && *env ? env : "build/lorad-mkdemo"),
+                    "--width",
+                    "1024",
+                    "--layers",
+                    "4",
+                    (char *)dir,
+                    NULL};
     int rc = itu_run(argv, &out);
     ck_assert_msg(rc == 0, "lorad-mkdemo --width 1024 exited %d:\n%s", rc, out ? out : "");
     free(out);
@@ -409,9 +414,13 @@ START_TEST(test_drain_timeout_bounds)
     struct bound_client *c = calloc((size_t)n, sizeof(*c));
     atomic_int started = 0, answered = 0;
     for (int i = 0; i < n; i++) {
-        c[i] = (struct bound_client){.port = d->port, .started = &started,
-                                     .answered = &answered, .body = body,
-                                     .body_len = body_len, .out = wm->out, .want = want};
+        c[i] = (struct bound_client){.port = d->port,
+                                     .started = &started,
+                                     .answered = &answered,
+                                     .body = body,
+                                     .body_len = body_len,
+                                     .out = wm->out,
+                                     .want = want};
         ck_assert(pthread_create(&c[i].th, NULL, bound_main, &c[i]) == 0);
     }
     while (atomic_load(&started) < n) {
@@ -441,19 +450,23 @@ START_TEST(test_drain_timeout_bounds)
            n, one_ms, queue_ms, BOUND_DRAIN_MS, rc, exit_ms, bound_ms, ok, refused, closed);
     fflush(stdout);
     ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM; log:\n%s", rc, tail);
-    ck_assert_msg(bad < 0, "request %d got neither a correct 200, nor 503 draining, nor a "
-                  "closed connection: %s", bad, bad >= 0 ? c[bad].why : "");
+    ck_assert_msg(bad < 0,
+                  "request %d got neither a correct 200, nor 503 draining, nor a "
+                  "closed connection: %s",
+                  bad, bad >= 0 ? c[bad].why : "");
     ck_assert_msg(exit_ms <= bound_ms,
                   "lorad took %.0f ms to exit after SIGTERM with drain_timeout_ms %d: not "
                   "bounded (the whole queue takes about %.0f ms); log:\n%s",
                   exit_ms, BOUND_DRAIN_MS, queue_ms, tail);
-    ck_assert_msg(refused + closed >= 1, "all %d requests were answered 200: the test did not "
-                  "queue enough work behind the drain deadline", n);
+    ck_assert_msg(refused + closed >= 1,
+                  "all %d requests were answered 200: the test did not "
+                  "queue enough work behind the drain deadline",
+                  n);
     /* the log tells what clients got */
     const char *line = strstr(tail, "event=drain_end ");
     size_t la = 0, lr = 0, lc = 0;
-    ck_assert_msg(line && sscanf(line, "event=drain_end answered=%zu refused=%zu closed=%zu",
-                                 &la, &lr, &lc) == 3,
+    ck_assert_msg(line && sscanf(line, "event=drain_end answered=%zu refused=%zu closed=%zu", &la,
+                                 &lr, &lc) == 3,
                   "no event=drain_end answered=N refused=N closed=N line; log:\n%s", tail);
     ck_assert_msg(lr == (size_t)refused && lc == (size_t)closed && la <= (size_t)ok,
                   "the log says answered=%zu refused=%zu closed=%zu; clients got %d answers "
@@ -488,7 +501,8 @@ static int send_and_stall(int port, const char *body, size_t len)
     ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect to lorad");
     int hl = snprintf(head, sizeof(head),
                       "POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                      "application/json\r\nContent-Length: %zu\r\n\r\n", len);
+                      "application/json\r\nContent-Length: %zu\r\n\r\n",
+                      len);
     ck_assert(hl > 0 && (size_t)hl < sizeof(head));
     ck_assert(write(fd, head, (size_t)hl) == hl);
     for (size_t off = 0; off < len;) {
@@ -532,8 +546,10 @@ START_TEST(test_drain_closes_stalled_reader)
     fflush(stdout);
     ck_assert_msg(rc == 0, "lorad exit status %d after SIGTERM; log:\n%s", rc, tail);
     /* 200 ms deadline + 1 s flush grace; the connection timeout is 30 s */
-    ck_assert_msg(exit_ms < 10000, "a client that does not read held the shutdown %.0f ms; "
-                  "log:\n%s", exit_ms, tail);
+    ck_assert_msg(exit_ms < 10000,
+                  "a client that does not read held the shutdown %.0f ms; "
+                  "log:\n%s",
+                  exit_ms, tail);
     ck_assert_msg(strstr(tail, "event=drain_end answered=0 refused=0 closed=1"),
                   "the log does not count the unread answer as closed; log:\n%s", tail);
     itu_daemon_free(&d);

@@ -665,8 +665,10 @@ START_TEST(test_crash_safety)
         ck_assert_msg(!c->err[0], "iteration %d: %s", it, c->err);
         inflight_kills += c->inflight;
         temps = crash_check_files(c, d);
-        ck_assert_msg(temps <= 1, "%d temp files after %d SIGKILLs: the temp name is reused, "
-                      "so there is never more than one", temps, it + 1);
+        ck_assert_msg(temps <= 1,
+                      "%d temp files after %d SIGKILLs: the temp name is reused, "
+                      "so there is never more than one",
+                      temps, it + 1);
         bool had_file = access(d->state_path, F_OK) == 0;
         itu_daemon_free(&d);
         d = itu_daemon_start(dir, NULL);

@@ -81,19 +81,19 @@ static void expect(struct itu_daemon *d, const char *what, const char *method, c
     struct itu_resp r;
     const char *why = NULL;
     itu_req(d, method, path, body, len, ctype, hdrs, &r);
-    ck_assert_msg(r.status == status, "%s: %s %s: expected %ld, got %s", what, method, path,
-                  status, itu_describe(&r));
+    ck_assert_msg(r.status == status, "%s: %s %s: expected %ld, got %s", what, method, path, status,
+                  itu_describe(&r));
     if (code) {
-        ck_assert_msg(itu_error_shape_ok(&r, &why), "%s: error body malformed (%s): %s", what,
-                      why, itu_describe(&r));
-        ck_assert_msg(strcmp(itu_error_code(&r), code) == 0, "%s: expected code %s, got %s",
-                      what, code, itu_describe(&r));
+        ck_assert_msg(itu_error_shape_ok(&r, &why), "%s: error body malformed (%s): %s", what, why,
+                      itu_describe(&r));
+        ck_assert_msg(strcmp(itu_error_code(&r), code) == 0, "%s: expected code %s, got %s", what,
+                      code, itu_describe(&r));
     }
     itu_resp_free(&r);
 }
 
-static void expect_json(struct itu_daemon *d, const char *what, const char *path,
-                        const char *json, const char *const *hdrs, long status, const char *code)
+static void expect_json(struct itu_daemon *d, const char *what, const char *path, const char *json,
+                        const char *const *hdrs, long status, const char *code)
 {
     expect(d, what, "POST", path, json, strlen(json), "application/json", hdrs, status, code);
 }
@@ -192,8 +192,8 @@ static bool bg_check(const struct bg *b, const struct itu_infer *res, bool ok, b
         return false;
     }
     if (strcmp(res->adapter, b->adapter) != 0 || res->version != b->version) {
-        snprintf(why, n_why, "/infer names %s v%lld, expected %s v%lld", res->adapter,
-                 res->version, b->adapter, b->version);
+        snprintf(why, n_why, "/infer names %s v%lld, expected %s v%lld", res->adapter, res->version,
+                 b->adapter, b->version);
         return false;
     }
     for (size_t i = 0; i < n; i++)
@@ -283,9 +283,9 @@ static void fixture_make(struct fixture *f, mode_t token_mode)
               "mkfifo '%s/fifo2/adapter_model.safetensors'",
               f->adir, f->outside, itu_adapters_dir(), itu_adapters_dir(), f->adir,
               itu_adapters_dir(), f->outside, f->adir, f->outside, f->adir, itu_adapters_dir(),
-              f->adir, f->outside, f->adir, f->adir, f->adir, f->adir, itu_adapters_dir(),
-              f->adir, f->outside, f->adir, f->adir, itu_adapters_dir(), f->adir,
-              itu_adapters_dir(), f->adir, f->adir);
+              f->adir, f->outside, f->adir, f->adir, f->adir, f->adir, itu_adapters_dir(), f->adir,
+              f->outside, f->adir, f->adir, itu_adapters_dir(), f->adir, itu_adapters_dir(),
+              f->adir, f->adir);
     sh(cmd);
     free(cmd);
     tu_write_text(f->token, "%s\n", TOKEN);
@@ -330,9 +330,10 @@ static void check_auth(struct itu_daemon *d)
 static void check_names(struct itu_daemon *d)
 {
     static const char *const names[] = {
-        "\"..\"", "\".\"", "\"../demo-b\"", "\"demo-b/..\"", "\"/etc\"", "\"a/b\"",
-        "\"./demo-b\"", "\".hidden\"", "\"-x\"", "\"\"", "\"demo b\"", "\"d\\u00e9mo\"", "\"escape\"", "\"escape-abs\"",
-        "\"filelink\"", "\"demo-b\\n\""};
+        "\"..\"",     "\".\"",          "\"../demo-b\"", "\"demo-b/..\"",
+        "\"/etc\"",   "\"a/b\"",        "\"./demo-b\"",  "\".hidden\"",
+        "\"-x\"",     "\"\"",           "\"demo b\"",    "\"d\\u00e9mo\"",
+        "\"escape\"", "\"escape-abs\"", "\"filelink\"",  "\"demo-b\\n\""};
     char over[200];
     memset(over, 'a', 129);
     over[129] = '\0';
@@ -345,8 +346,7 @@ static void check_names(struct itu_daemon *d)
     expect_json(d, "129-byte name", "/swap", body, AUTH, 403, "forbidden_name");
     free(body);
     /* FIFOs where the files should be: refused, nothing blocks */
-    expect_json(d, "fifo config", "/swap", "{\"adapter\": \"fifo\"}", AUTH, 422,
-                "invalid_adapter");
+    expect_json(d, "fifo config", "/swap", "{\"adapter\": \"fifo\"}", AUTH, 422, "invalid_adapter");
     expect_json(d, "fifo weights", "/swap", "{\"adapter\": \"fifo2\"}", AUTH, 422,
                 "invalid_adapter");
     expect_json(d, "missing adapter", "/swap", "{\"adapter\": \"no-such\"}", AUTH, 404,
@@ -371,8 +371,7 @@ static void check_names(struct itu_daemon *d)
         itu_resp_free(&r);
         (void)seen;
     }
-    expect_json(d, "name not a string", "/swap", "{\"adapter\": 7}", AUTH, 400,
-                "invalid_request");
+    expect_json(d, "name not a string", "/swap", "{\"adapter\": 7}", AUTH, 400, "invalid_request");
     expect_json(d, "name null", "/swap", "{\"adapter\": null}", AUTH, 400, "invalid_request");
     expect_json(d, "name array", "/swap", "{\"adapter\": [\"demo-b\"]}", AUTH, 400,
                 "invalid_request");
@@ -439,8 +438,7 @@ static void check_sizes(struct itu_daemon *d)
             send_all(fd, "0\r\n\r\n", 5);
         st = read_answer(fd, buf, sizeof(buf));
         close(fd);
-        ck_assert_msg(st == 413, "chunked oversized body: expected 413, got %ld: %.300s", st,
-                      buf);
+        ck_assert_msg(st == 413, "chunked oversized body: expected 413, got %ld: %.300s", st, buf);
     }
     /* Content-Length that overflows, or is negative */
     {
@@ -453,8 +451,8 @@ static void check_sizes(struct itu_daemon *d)
         static const long want[] = {413, 400};
         for (size_t i = 0; i < 2; i++) {
             long st = raw_request(d->port, reqs[i], strlen(reqs[i]), buf, sizeof(buf));
-            ck_assert_msg(st == want[i], "bad Content-Length %zu: expected %ld, got %ld: %.300s",
-                          i, want[i], st, buf);
+            ck_assert_msg(st == want[i], "bad Content-Length %zu: expected %ld, got %ld: %.300s", i,
+                          want[i], st, buf);
         }
     }
     /* ambiguous framing (request smuggling behind a proxy): refused, and a
@@ -492,8 +490,9 @@ static void check_sizes(struct itu_daemon *d)
     {
         size_t hl = 40000;
         char *req = malloc(hl + 200);
-        int n = snprintf(req, 200, "GET /healthz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n"
-                                   "X-Big: ");
+        int n = snprintf(req, 200,
+                         "GET /healthz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n"
+                         "X-Big: ");
         long st;
         memset(req + n, 'h', hl);
         memcpy(req + n + hl, "\r\n\r\n", 4);
@@ -558,8 +557,8 @@ static void check_rows(struct itu_daemon *d)
     for (size_t k = 0; k < 4; k++) {
         memset(bin, 0, 2 * w * sizeof(float));
         bin[k == 1 ? 2 * w - 1 : k] = bad[k];
-        expect(d, "non-finite binary", "POST", "/infer", bin, 2 * w * 4,
-               "application/octet-stream", NULL, 400, "invalid_request");
+        expect(d, "non-finite binary", "POST", "/infer", bin, 2 * w * 4, "application/octet-stream",
+               NULL, 400, "invalid_request");
     }
     /* a signalling NaN bit pattern */
     memset(bin, 0, w * sizeof(float));
@@ -588,9 +587,14 @@ static char *row_with(const char *prefix, const char *v, const char *suffix)
 static void check_malformed_json(struct itu_daemon *d)
 {
     static const char *const values[] = {
-        "NaN", "nan", "Infinity", "-Infinity", "1e39", "-1e39", "3.5e38", "1e999",
-        "123456789012345678901234567890123456789012345678901234567890", "0x10", "+1", ".5",
-        "5.", "1e", "--1", "01", "true", "null", "\"1\"", "[1]", "{}", "1 2",
+        "NaN",       "nan",   "Infinity",
+        "-Infinity", "1e39",  "-1e39",
+        "3.5e38",    "1e999", "123456789012345678901234567890123456789012345678901234567890",
+        "0x10",      "+1",    ".5",
+        "5.",        "1e",    "--1",
+        "01",        "true",  "null",
+        "\"1\"",     "[1]",   "{}",
+        "1 2",
     };
     static const char *const bodies[] = {
         "{\"input\": [0.5, 0.5",
@@ -674,16 +678,16 @@ static void check_malformed_json(struct itu_daemon *d)
         memset(deep + o, ']', depth);
         o += depth;
         deep[o++] = '}';
-        expect(d, "deeply nested inputs", "POST", "/infer", deep, o, "application/json", NULL,
-               400, "invalid_request");
+        expect(d, "deeply nested inputs", "POST", "/infer", deep, o, "application/json", NULL, 400,
+               "invalid_request");
         o = 0;
         memset(deep, '{', depth);
-        expect(d, "deeply nested objects", "POST", "/infer", deep, depth, "application/json",
-               NULL, 400, "invalid_request");
+        expect(d, "deeply nested objects", "POST", "/infer", deep, depth, "application/json", NULL,
+               400, "invalid_request");
         o = (size_t)sprintf(deep, "{\"adapter\": ");
         memset(deep + o, '[', depth);
-        expect(d, "deeply nested swap", "POST", "/swap", deep, o + depth, "application/json",
-               AUTH, 400, "invalid_request");
+        expect(d, "deeply nested swap", "POST", "/swap", deep, o + depth, "application/json", AUTH,
+               400, "invalid_request");
         free(deep);
     }
 }
@@ -692,13 +696,13 @@ static void check_routes(struct itu_daemon *d)
 {
     static const struct {
         const char *method, *path;
-    } m405[] = {{"GET", "/infer"},   {"PUT", "/infer"},     {"DELETE", "/infer"},
-                {"GET", "/swap"},    {"PUT", "/swap"},      {"GET", "/rollback"},
-                {"GET", "/promote"}, {"GET", "/canary"},    {"POST", "/status"},
+    } m405[] = {{"GET", "/infer"},     {"PUT", "/infer"},     {"DELETE", "/infer"},
+                {"GET", "/swap"},      {"PUT", "/swap"},      {"GET", "/rollback"},
+                {"GET", "/promote"},   {"GET", "/canary"},    {"POST", "/status"},
                 {"DELETE", "/status"}, {"POST", "/adapters"}, {"POST", "/healthz"},
-                {"PATCH", "/readyz"}, {"POST", "/metrics"}};
-    static const char *const p404[] = {"/", "/nope", "/infer/", "/Infer", "/swap/x",
-                                       "/status?x=1", "/%2e%2e/status", "//infer"};
+                {"PATCH", "/readyz"},  {"POST", "/metrics"}};
+    static const char *const p404[] = {"/",       "/nope",       "/infer/",        "/Infer",
+                                       "/swap/x", "/status?x=1", "/%2e%2e/status", "//infer"};
     char buf[4096];
     for (size_t i = 0; i < sizeof(m405) / sizeof(m405[0]); i++)
         expect(d, "wrong method", m405[i].method, m405[i].path, "{}", 2, "application/json", AUTH,
@@ -844,8 +848,10 @@ START_TEST(test_bad_input_suite)
         double *want = malloc((size_t)2 * M->out * sizeof(double));
         itu_forward(M, A, x, 2, want);
         double worst = itu_match(ref.out, want, (size_t)2 * M->out);
-        ck_assert_msg(worst <= 1, "reference answer does not match the independent computation "
-                                  "(worst %g)", worst);
+        ck_assert_msg(worst <= 1,
+                      "reference answer does not match the independent computation "
+                      "(worst %g)",
+                      worst);
         free(want);
         itu_adapter_free(&A);
         free(ad);
@@ -954,8 +960,8 @@ START_TEST(test_token_world_readable)
     cfg = itu_config_write(f.dir, over, &port);
     char *const argv[] = {"/usr/bin/timeout", "10", (char *)itu_lorad_bin(), "--config", cfg, NULL};
     rc = itu_run(argv, &out);
-    ck_assert_msg(rc == 1, "lorad with a world-readable token file: exit %d (expected 1): %s",
-                  rc, out ? out : "");
+    ck_assert_msg(rc == 1, "lorad with a world-readable token file: exit %d (expected 1): %s", rc,
+                  out ? out : "");
     ck_assert_msg(out && strstr(out, f.token) && strstr(out, "world-readable"),
                   "the refusal does not name the token file and the reason: %s", out ? out : "");
     free(out);

@@ -250,7 +250,6 @@ double itu_match(const float *got, const double *want, size_t n);
 /* n values uniform in [-1, 1), rounded to f32, from seed. malloc'd. */
 double *itu_rows(uint64_t seed, int rows, int width);
 
-
 /* The parsed JSON of r, taken out of it (r is freed; caller cJSON_Delete's). */
 cJSON *itu_take_json(struct itu_resp *r);
 /* POST path body; asserts 200 with a JSON object and returns it (caller

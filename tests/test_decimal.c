@@ -36,7 +36,8 @@ START_TEST(test_random_digits)
         for (int d = 0; d < digits; d++) {
             if (d == point && d > 0)
                 *p++ = '.';
-            *p++ = (char)('0' + (d == 0 && digits > 1 ? 1 + tu_rand(&rng) % 9 : tu_rand(&rng) % 10));
+            *p++ =
+                (char)('0' + (d == 0 && digits > 1 ? 1 + tu_rand(&rng) % 9 : tu_rand(&rng) % 10));
         }
         if (tu_rand(&rng) & 1)
             p += sprintf(p, "e%d", e);
@@ -54,7 +55,8 @@ START_TEST(test_near_midpoints)
     uint64_t rng = 7;
     char buf[64];
     for (int i = 0; i < 200000; i++) {
-        double d = tu_uniform(&rng, -1.0, 1.0) * pow(10.0, (double)((int)(tu_rand(&rng) % 40) - 20));
+        double d =
+            tu_uniform(&rng, -1.0, 1.0) * pow(10.0, (double)((int)(tu_rand(&rng) % 40) - 20));
         long double mid = ((long double)d + (long double)nextafter(d, INFINITY)) / 2;
         snprintf(buf, sizeof(buf), "%.18Le", mid);
         check_one(buf);
@@ -66,8 +68,17 @@ END_TEST
 
 START_TEST(test_simple_values)
 {
-    const char *exact[] = {"0", "-0", "1", "0.5", "3.14159", "1e22", "1e-22", "123456789012345678",
-                           "0.100000001490116119384765625", "-2.5e-3", "9999999999999999999"};
+    const char *exact[] = {"0",
+                           "-0",
+                           "1",
+                           "0.5",
+                           "3.14159",
+                           "1e22",
+                           "1e-22",
+                           "123456789012345678",
+                           "0.100000001490116119384765625",
+                           "-2.5e-3",
+                           "9999999999999999999"};
     for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
         check_one(exact[i]);
     double z;

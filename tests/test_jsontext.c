@@ -14,7 +14,7 @@ static bool has(const char *s)
 START_TEST(test_nul_escape_found)
 {
     ck_assert(has("{\"adapter\": \"demo-b\\u0000../x\"}"));
-    ck_assert(has("{\"a\\u0000\": 1}"));           /* in a key */
+    ck_assert(has("{\"a\\u0000\": 1}"));            /* in a key */
     ck_assert(has("[\"x\", \"\\u0000\"]"));         /* anywhere */
     ck_assert(has("{\"a\": \"\\\\\\u0000\"}"));     /* \\ then \u0000 */
     ck_assert(has("{\"a\": \"\\u0001\\u00000\"}")); /* \u0000 followed by a digit */
@@ -26,12 +26,12 @@ END_TEST
 START_TEST(test_no_false_positive)
 {
     ck_assert(!has("{\"adapter\": \"demo-b\"}"));
-    ck_assert(!has("{\"a\": \"\\\\u0000\"}"));      /* escaped backslash, then text */
+    ck_assert(!has("{\"a\": \"\\\\u0000\"}")); /* escaped backslash, then text */
     ck_assert(!has("{\"a\": \"\\u1000\"}"));
     ck_assert(!has("{\"a\": \"u0000\"}"));
     ck_assert(!has("{\"a\": 0}"));
-    ck_assert(!has("{\"a\": \"\\\"\\u00a0\"}"));    /* escaped quote stays in the string */
-    ck_assert(!has("\"\\u000"));                    /* truncated escape */
+    ck_assert(!has("{\"a\": \"\\\"\\u00a0\"}")); /* escaped quote stays in the string */
+    ck_assert(!has("\"\\u000"));                 /* truncated escape */
 }
 END_TEST
 
@@ -72,8 +72,8 @@ START_TEST(test_numbers_valid)
     good_numbers("-0");
     good_numbers("[0, -0, 1, -1, 10, 0.5, -0.5, 0.5e-3, 1E+2, 1e2, 2.50E-07, 123456789]");
     good_numbers("{\"a\": -0, \"b\": 0.5e-3, \"c\": [1E+2, {\"d\": 0e0}]}");
-    good_numbers("{\"a\":1,\"b\":[2,3]}");          /* no whitespace */
-    good_numbers(" [ true , false , null , 7 ] ");      /* words are not numbers */
+    good_numbers("{\"a\":1,\"b\":[2,3]}");         /* no whitespace */
+    good_numbers(" [ true , false , null , 7 ] "); /* words are not numbers */
     good_numbers("{\"percent\": 100}");
     good_numbers("");
     good_numbers("{}");
@@ -84,8 +84,8 @@ START_TEST(test_numbers_in_strings_ignored)
 {
     good_numbers("{\"a\": \"05\"}");
     good_numbers("{\"05\": \"5. 00.5 .5 +1 1.e5 - 1e\"}");
-    good_numbers("[\"\\\"05\"]");                   /* escaped quote, then 05, in a string */
-    good_numbers("[\"\\\\\", 5]");                  /* escaped backslash ends the escape */
+    good_numbers("[\"\\\"05\"]");  /* escaped quote, then 05, in a string */
+    good_numbers("[\"\\\\\", 5]"); /* escaped backslash ends the escape */
     good_numbers("[\"a\\u0030\\/.5\"]");
     /* an escaped quote does not end the string: 05 is still inside it */
     good_numbers("{\"a\": \"x\\\" 05 \\\"\", \"b\": 1}");
@@ -112,9 +112,9 @@ START_TEST(test_numbers_malformed)
     bad_number("{\"a\": 1.5.2}", 6, "unexpected");
     bad_number("{\"a\": 1-2}", 6, "unexpected");
     bad_number("{\"a\": -Infinity}", 6, "'-'");
-    bad_number("[1, 2, 05, 5.]", 7, "leading zero");      /* the first bad token */
-    bad_number("[\"05\", 5.]", 7, "'.'");                /* the one outside the string */
-    bad_number("[05", 1, "leading zero");                  /* at the end of the text */
+    bad_number("[1, 2, 05, 5.]", 7, "leading zero"); /* the first bad token */
+    bad_number("[\"05\", 5.]", 7, "'.'");            /* the one outside the string */
+    bad_number("[05", 1, "leading zero");            /* at the end of the text */
     bad_number("[1e", 1, "exponent");
     /* the length bounds the scan: "5" alone is fine, "5." is not */
     size_t at = 0;
@@ -147,7 +147,7 @@ START_TEST(test_number_len)
     ck_assert(!plain);
     ck_assert_uint_eq(numlen("-1.25E+07,", NULL), 9); /* stops at the delimiter */
     ck_assert_uint_eq(numlen("0.5e-3]", NULL), 6);
-    ck_assert_uint_eq(numlen("01", NULL), 1);       /* "0", then a separate "1" */
+    ck_assert_uint_eq(numlen("01", NULL), 1); /* "0", then a separate "1" */
     ck_assert_uint_eq(numlen("1.5.2", NULL), 3);
     /* not a number at all */
     ck_assert_uint_eq(numlen("", NULL), 0);
@@ -178,12 +178,12 @@ static size_t u8len(const char *s, size_t n)
 START_TEST(test_utf8_len)
 {
     ck_assert_uint_eq(u8len("a", 1), 1);
-    ck_assert_uint_eq(u8len("\xc3\xa9", 2), 2);             /* U+00E9 */
-    ck_assert_uint_eq(u8len("\xe2\x82\xac", 3), 3);         /* U+20AC */
-    ck_assert_uint_eq(u8len("\xf0\x9f\x98\x80", 4), 4);     /* U+1F600 */
-    ck_assert_uint_eq(u8len("\xf4\x8f\xbf\xbf", 4), 4);     /* U+10FFFF, the last */
-    ck_assert_uint_eq(u8len("\x80", 1), 0);                 /* stray continuation */
-    ck_assert_uint_eq(u8len("\xc3", 1), 0);                 /* truncated */
+    ck_assert_uint_eq(u8len("\xc3\xa9", 2), 2);         /* U+00E9 */
+    ck_assert_uint_eq(u8len("\xe2\x82\xac", 3), 3);     /* U+20AC */
+    ck_assert_uint_eq(u8len("\xf0\x9f\x98\x80", 4), 4); /* U+1F600 */
+    ck_assert_uint_eq(u8len("\xf4\x8f\xbf\xbf", 4), 4); /* U+10FFFF, the last */
+    ck_assert_uint_eq(u8len("\x80", 1), 0);             /* stray continuation */
+    ck_assert_uint_eq(u8len("\xc3", 1), 0);             /* truncated */
     ck_assert_uint_eq(u8len("\xe2\x82", 2), 0);
     ck_assert_uint_eq(u8len("\xc3\x28", 2), 0);             /* bad continuation */
     ck_assert_uint_eq(u8len("\xc0\xaf", 2), 0);             /* overlong '/' */
@@ -194,7 +194,7 @@ START_TEST(test_utf8_len)
     ck_assert_uint_eq(u8len("\xf4\x90\x80\x80", 4), 0);     /* U+110000 */
     ck_assert_uint_eq(u8len("\xf8\x88\x80\x80\x80", 5), 0); /* 5-byte form */
     ck_assert_uint_eq(u8len("\xff", 1), 0);
-    ck_assert_uint_eq(u8len("x", 0), 0);                     /* nothing to read */
+    ck_assert_uint_eq(u8len("x", 0), 0); /* nothing to read */
 }
 END_TEST
 
@@ -218,9 +218,10 @@ START_TEST(test_duplicate_key)
     ck_assert_ptr_null(dup_of("{}"));
     ck_assert_ptr_null(dup_of("{\"a\": 1, \"b\": 2, \"A\": 3}")); /* names are case-sensitive */
     ck_assert_str_eq(dup_of("{\"a\": 1, \"b\": 2, \"a\": 3}"), "a");
-    ck_assert_str_eq(dup_of("{\"x\": 1, \"b\": 2, \"b\": 3, \"x\": 4}"), "b"); /* the first repeat */
-    ck_assert_ptr_null(dup_of("{\"a\": {\"k\": 1}, \"b\": {\"k\": 2}}"));  /* nested: not compared */
-    ck_assert_ptr_null(dup_of("[1, 1]"));                                  /* not an object */
+    ck_assert_str_eq(dup_of("{\"x\": 1, \"b\": 2, \"b\": 3, \"x\": 4}"),
+                     "b");                                                /* the first repeat */
+    ck_assert_ptr_null(dup_of("{\"a\": {\"k\": 1}, \"b\": {\"k\": 2}}")); /* nested: not compared */
+    ck_assert_ptr_null(dup_of("[1, 1]"));                                 /* not an object */
     ck_assert_ptr_null(json_duplicate_key(NULL));
 }
 END_TEST

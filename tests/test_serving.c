@@ -66,11 +66,11 @@ static void hist_str(const struct serving *s, char *buf, size_t len)
                                 ver(serving_history_at(s, i)));
 }
 
-#define ck_hist(s, want)                                                                      \
-    do {                                                                                      \
-        char hb_[256];                                                                        \
-        hist_str((s), hb_, sizeof(hb_));                                                      \
-        ck_assert_str_eq(hb_, (want));                                                        \
+#define ck_hist(s, want)                                                                           \
+    do {                                                                                           \
+        char hb_[256];                                                                             \
+        hist_str((s), hb_, sizeof(hb_));                                                           \
+        ck_assert_str_eq(hb_, (want));                                                             \
     } while (0)
 
 START_TEST(test_new_is_base)
@@ -311,8 +311,8 @@ START_TEST(test_canary_abort)
 
     /* With history: the abort does not touch history; the next rollback
      * walks back. */
-    swap_stable(s, "b");  /* 2, hist 0 */
-    swap_stable(s, "c");  /* 3, hist 2 0 */
+    swap_stable(s, "b");                                         /* 2, hist 0 */
+    swap_stable(s, "c");                                         /* 3, hist 2 0 */
     ck_assert_int_eq(serving_swap(s, mk("d"), 5000, &c, &e), 0); /* 4 */
     ck_assert_int_eq(serving_rollback(s, NULL, &c, &e), 0);
     ck_assert_str_eq(c.now->name, "c");
@@ -322,7 +322,7 @@ START_TEST(test_canary_abort)
     ck_assert_str_eq(c.now->name, "b");
 
     /* Rollback to a version with a canary live drops the canary too. */
-    swap_stable(s, "e"); /* 5, hist 2 0 */
+    swap_stable(s, "e");                                         /* 5, hist 2 0 */
     ck_assert_int_eq(serving_swap(s, mk("f"), 5000, &c, &e), 0); /* 6 */
     v = 0;
     ck_assert_int_eq(serving_rollback(s, &v, &c, &e), 0);
@@ -341,11 +341,11 @@ START_TEST(test_generation_every_change)
     struct serving_commit c;
     struct lorad_error e = {0};
     uint64_t g = 0;
-#define STEP(expr)                                                                            \
-    do {                                                                                      \
-        ck_assert_int_eq((expr), 0);                                                          \
-        ck_assert_uint_eq(c.generation, ++g);                                                 \
-        ck_assert_uint_eq(serving_current(s)->generation, g);                                 \
+#define STEP(expr)                                                                                 \
+    do {                                                                                           \
+        ck_assert_int_eq((expr), 0);                                                               \
+        ck_assert_uint_eq(c.generation, ++g);                                                      \
+        ck_assert_uint_eq(serving_current(s)->generation, g);                                      \
     } while (0)
     STEP(serving_swap(s, mk("a"), -1, &c, &e));
     STEP(serving_swap(s, mk("b"), 100, &c, &e));
@@ -375,7 +375,7 @@ START_TEST(test_restore)
     ca->version = 9;
     h[0] = mk("h0");
     h[0]->version = 5;
-    h[1] = NULL; /* base */
+    h[1] = NULL;     /* base */
     h[2] = mk("h2"); /* beyond history_max: freed */
     h[2]->version = 2;
     serving_restore(s, st, ca, 1234, h, 3, 42, 11);
@@ -442,8 +442,8 @@ START_TEST(test_route_unkeyed_share)
             canary += serving_route(s, v, NULL, 0) == SERVING_CANARY;
             /* Every prefix run stays within one request of the share. */
             double want = (double)i * bp / 10000.0;
-            ck_assert_msg(canary - want <= 1.0 && want - canary <= 1.0,
-                          "bp %d: %ld canary of %d", bp, canary, i);
+            ck_assert_msg(canary - want <= 1.0 && want - canary <= 1.0, "bp %d: %ld canary of %d",
+                          bp, canary, i);
             prefix = canary;
         }
         ck_assert_int_eq(prefix, bp); /* exactly bp of 10000 */
@@ -451,8 +451,7 @@ START_TEST(test_route_unkeyed_share)
         canary = 0;
         for (int i = 0; i < 3333; i++)
             canary += serving_route(s, v, NULL, 0) == SERVING_CANARY;
-        ck_assert_msg(labs(canary * 10000 - 3333L * bp) <= 10000, "bp %d: %ld of 3333", bp,
-                      canary);
+        ck_assert_msg(labs(canary * 10000 - 3333L * bp) <= 10000, "bp %d: %ld of 3333", bp, canary);
         serving_free(&s);
     }
 }
@@ -488,8 +487,7 @@ START_TEST(test_route_keyed)
         /* A good hash: within 5 standard deviations of the share. */
         {
             double p = bp / 10000.0, want = NK * p, sd = sqrt(NK * p * (1 - p));
-            ck_assert_msg(fabs((double)n - want) <= 5 * sd + 1, "bp %d: %ld of %d keys", bp, n,
-                          NK);
+            ck_assert_msg(fabs((double)n - want) <= 5 * sd + 1, "bp %d: %ld of %d keys", bp, n, NK);
         }
         if (bp == 0)
             ck_assert_int_eq(n, 0);
@@ -521,8 +519,8 @@ struct conc {
     struct serving *s;
     atomic_int stop;
     atomic_long reads;
-    atomic_int bad;            /* a reader saw something wrong */
-    char why[256];             /* what, written by the first to set bad */
+    atomic_int bad; /* a reader saw something wrong */
+    char why[256];  /* what, written by the first to set bad */
 };
 
 /* Check's assertions report every pass through a pipe: far too slow for a

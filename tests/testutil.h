@@ -38,10 +38,10 @@ void tu_mkdir(const char *path);
 /* ---- raw safetensors writer (independent of lib/safetensors.c) ---- */
 struct tu_tensor {
     const char *name;
-    const char *dtype;     /* "F32", "F16", "BF16", "F64", "I32", ... */
+    const char *dtype; /* "F32", "F16", "BF16", "F64", "I32", ... */
     int ndim;
     uint64_t shape[4];
-    const double *values;  /* nelems values, encoded as dtype (F32/F16/BF16/F64) */
+    const double *values; /* nelems values, encoded as dtype (F32/F16/BF16/F64) */
 };
 /* Builds the file image: 8-byte LE header length, JSON header (tensors in
  * the given order, offsets contiguous), padded with spaces to a multiple of
@@ -65,18 +65,18 @@ double tu_act(const char *act, double x); /* "none", "relu", "gelu", ... */
 
 struct tu_lora {
     int r;
-    double scaling;     /* s */
-    const double *A;    /* [r][in] */
-    const double *B;    /* [out][r] */
-    const double *bias_B; /* [out] or NULL */
+    double scaling;          /* s */
+    const double *A;         /* [r][in] */
+    const double *B;         /* [out][r] */
+    const double *bias_B;    /* [out] or NULL */
     const double *magnitude; /* DoRA m [out] or NULL */
 };
 
 struct tu_layer {
     int in, out;
     const char *act;
-    const double *W;    /* [out][in] (already in [out][in] order) */
-    const double *b;    /* [out] or NULL */
+    const double *W;            /* [out][in] (already in [out][in] order) */
+    const double *b;            /* [out] or NULL */
     const struct tu_lora *lora; /* NULL: base only */
 };
 
