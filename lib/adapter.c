@@ -12,24 +12,29 @@
  * and the finiteness check in one pass, weights.c), then DoRA norms.
  *
  * Confinement is to adapter_dir, not to each adapter's own directory: the
- * directory is opened as "NAME" and its files as "NAME/FILE", all relative
- * to the adapter_dir fd, so a file may be a relative symlink to anywhere
+ * directory is opened as "NAME" and its files as "DIR/FILE", where DIR is
+ * the path of the directory NAME led to (confine_relpath: no symbolic link
+ * in it), all relative to the adapter_dir fd, so a file may be a relative
+ * symlink to anywhere
  * inside adapter_dir (a sibling adapter, a Hugging Face cache blob) and
  * nowhere else (SPEC 6). Each file is read only through the fd that
  * confined open returned; the safetensors image is mmap()ed from that very
  * fd and validated with st_parse(), so there is no window between the
- * confinement check and the read. Because the files are opened by path, NAME
- * is checked to still be the directory first opened (same device and inode)
- * after both files are open, and everything is opened again if it was
- * renamed or relinked meanwhile (up to 3 times, then invalid_adapter), so
- * config and weights come from one version of NAME (only a swap away and
- * back between the two checks could go unseen).
+ * confinement check and the read. Because the files are opened through
+ * DIR and not through NAME, relinking NAME (the `ln -sfn v2 cur` way of
+ * publishing a new version) cannot pair one version's config with another's
+ * weights. DIR is checked to still be the directory first opened (same
+ * device and inode) after both files are open, and everything is opened
+ * again if it was renamed meanwhile (up to 3 times, then invalid_adapter).
+ * Without /proc DIR is NAME itself, and then only a swap of NAME away and
+ * back between the two checks could go unseen.
  */
 #include "adapter.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -116,6 +121,7 @@ struct stage {
     struct timespec t0;
     int dirfd, cfg_fd, st_fd;
     int cfg_errno, st_errno;
+    char dir[PATH_MAX]; /* the directory's path beneath adapter_dir */
     void *map;
     size_t map_len;
     struct st_file *st;
@@ -159,8 +165,8 @@ static void stage_cleanup(struct stage *s)
  * (confine.h). Returns an fd or -errno. */
 static int open_adapter_file(const struct stage *s, const char *file, int flags)
 {
-    char path[SNAPSHOT_NAME_MAX + 64];
-    int n = snprintf(path, sizeof(path), "%s/%s", s->a->name, file);
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/%s", s->dir, file);
 
     if (n < 0 || (size_t)n >= sizeof(path))
         return -ENAMETOOLONG;
@@ -168,7 +174,11 @@ static int open_adapter_file(const struct stage *s, const char *file, int flags)
 }
 
 /* Opens the directory (which classifies the name: forbidden or not found)
- * and both files; a file that cannot be opened is recorded in *_errno. */
+ * and both files; a file that cannot be opened is recorded in *_errno.
+ * The files are opened through the directory's own path beneath
+ * adapter_dir (confine_relpath), not through NAME, so a NAME that is a
+ * symbolic link relinked meanwhile cannot pair one version's config with
+ * another's weights; without /proc, through NAME (and the check below). */
 static int open_adapter_once(struct stage *s)
 {
     int rc = adapter_open_dir(s->a->adapter_dirfd, s->a->name, &s->dirfd, s->err);
@@ -176,6 +186,8 @@ static int open_adapter_once(struct stage *s)
 
     if (rc < 0)
         return rc;
+    if (confine_relpath(s->a->adapter_dirfd, s->dirfd, s->dir, sizeof(s->dir)) < 0)
+        snprintf(s->dir, sizeof(s->dir), "%s", s->a->name);
     fd = open_adapter_file(s, PEFTCFG_FILE, O_RDONLY | O_NONBLOCK);
     s->cfg_fd = fd >= 0 ? fd : -1;
     s->cfg_errno = fd >= 0 ? 0 : -fd;
@@ -185,13 +197,14 @@ static int open_adapter_once(struct stage *s)
     return 0;
 }
 
-/* Whether NAME still resolves to the directory s->dirfd was opened on: the
- * files were opened by path, so a rename or symlink swap of NAME in between
- * could pair one version's config with another's weights. */
+/* Whether the path the files were opened through still resolves to the
+ * directory s->dirfd was opened on: a rename of that directory (or, without
+ * /proc, a symlink swap of NAME) in between could pair one version's config
+ * with another's weights. */
 static bool adapter_dir_unchanged(const struct stage *s)
 {
     struct stat now, then;
-    int fd = confine_open(s->a->adapter_dirfd, s->a->name, O_RDONLY | O_DIRECTORY);
+    int fd = confine_open(s->a->adapter_dirfd, s->dir, O_RDONLY | O_DIRECTORY);
     bool same;
 
     if (fd < 0)

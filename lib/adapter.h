@@ -19,13 +19,13 @@
  * Staging against a partial profile returns the completed profile, which
  * the caller adopts when it commits.
  *
- * Files are opened confined relative to adapter_dir as "NAME/FILE" (a
+ * Files are opened confined relative to adapter_dir as "DIR/FILE", DIR
+ * the link-free path of the directory NAME led to (a
  * relative symlink may point anywhere inside adapter_dir, e.g. to a sibling
  * adapter or a Hugging Face cache blob; one leaving it, or an absolute one,
  * is forbidden_name), and the safetensors image is mmap()ed from that same
- * fd, so what was checked is what is read; NAME is opened again when it was
- * renamed or relinked meanwhile, so config and weights come from one
- * version.
+ * fd, so what was checked is what is read; config and weights come from
+ * one version of the directory even while NAME is relinked.
  *
  * Ownership: what a function returns (fd, snapshot, completed profile,
  * cJSON array) belongs to the caller; the arguments are borrowed for the

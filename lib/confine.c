@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -95,4 +96,38 @@ int confine_open(int dirfd, const char *path, int flags)
     if (errno != ENOSYS && errno != EPERM)
         return -errno;
     return open_walk_nofollow(dirfd, path, flags);
+}
+
+/* readlink of /proc/self/fd/FD into buf (NUL-terminated). */
+static int fd_path(int fd, char *buf, size_t n)
+{
+    char link[64];
+    ssize_t len;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    len = readlink(link, buf, n);
+    if (len < 0)
+        return -errno;
+    if ((size_t)len >= n)
+        return -ENAMETOOLONG;
+    buf[len] = '\0';
+    return 0;
+}
+
+int confine_relpath(int basefd, int fd, char *out, size_t n)
+{
+    char base[PATH_MAX], path[PATH_MAX];
+    size_t blen;
+    int rc;
+
+    if ((rc = fd_path(basefd, base, sizeof(base))) < 0 ||
+        (rc = fd_path(fd, path, sizeof(path))) < 0)
+        return rc;
+    blen = strcmp(base, "/") == 0 ? 0 : strlen(base);
+    if (strncmp(path, base, blen) != 0 || path[blen] != '/' || path[blen + 1] == '\0')
+        return -EXDEV;
+    if (strlen(path + blen + 1) >= n)
+        return -ENAMETOOLONG;
+    memcpy(out, path + blen + 1, strlen(path + blen + 1) + 1);
+    return 0;
 }

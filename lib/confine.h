@@ -25,12 +25,22 @@
 #define LORAD_CONFINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Opens `path` (relative) beneath directory fd `dirfd` with open(2)
  * `flags` (O_CLOEXEC and O_NOCTTY are always added). Returns an fd, or a
  * negative errno: -EXDEV or -ELOOP when the path resolves outside dirfd
  * (see confine_escaped), -ENOENT, -ENOTDIR, -EACCES, ... as open(2). */
 int confine_open(int dirfd, const char *path, int flags);
+
+/* The path of the directory open on `fd` relative to the directory open
+ * on `basefd`, as the kernel names it now (/proc/self/fd: no symbolic
+ * link in it), into out[0..n). A caller that opened "NAME" (perhaps a
+ * symbolic link) can then open "<that path>/FILE" and get the files of
+ * the very directory it holds, whatever NAME points to meanwhile. Returns
+ * 0, -EXDEV when fd is not beneath basefd (or is basefd), -ENAMETOOLONG,
+ * or readlink(2)'s error (-ENOENT without /proc). */
+int confine_relpath(int basefd, int fd, char *out, size_t n);
 
 /* Whether errno value `e` (positive, as -confine_open()) means that the
  * path resolves outside the directory: a symbolic link leaving it, an

@@ -106,6 +106,35 @@ START_TEST(test_escaped)
 }
 END_TEST
 
+/* The directory a (possibly linked) name leads to, named by its own path. */
+START_TEST(test_relpath)
+{
+    char rel[256];
+    int fd = confine_open(basefd, "din", O_RDONLY | O_DIRECTORY);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(confine_relpath(basefd, fd, rel, sizeof(rel)), 0);
+    ck_assert_str_eq(rel, "d"); /* the link "din" resolved: no link in it */
+    ck_assert_int_eq(confine_relpath(basefd, fd, rel, 1), -ENAMETOOLONG);
+    close(fd);
+    /* the base itself is not beneath itself */
+    ck_assert_int_eq(confine_relpath(basefd, basefd, rel, sizeof(rel)), -EXDEV);
+    /* a directory outside */
+    fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(confine_relpath(basefd, fd, rel, sizeof(rel)), -EXDEV);
+    close(fd);
+    /* a sibling whose name starts with the base's: not beneath it */
+    char *sib = tu_path(root, "base2");
+    tu_mkdir(sib);
+    fd = open(sib, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(confine_relpath(basefd, fd, rel, sizeof(rel)), -EXDEV);
+    close(fd);
+    free(sib);
+}
+END_TEST
+
 START_TEST(test_openat2_rules)
 {
     static const struct {
@@ -461,6 +490,7 @@ static Suite *confine_suite(void)
 
     tcase_add_checked_fixture(direct, tree_setup, tree_teardown);
     tcase_add_test(direct, test_escaped);
+    tcase_add_test(direct, test_relpath);
     tcase_add_test(direct, test_openat2_rules);
     tcase_add_test(direct, test_walk_rules);
     suite_add_tcase(s, direct);
