@@ -180,20 +180,30 @@ static void ctl_print_body(const struct api_resp *r)
         fputc('\n', stdout);
 }
 
-/* GET path on the control plane; prints the body with --json, else hands
- * it to `human`. */
-static int ctl_show(struct ctl *ctl, const char *path, void (*human)(FILE *, const cJSON *))
+/* Sends one request through `c` and prints a 2xx answer: with --json its
+ * body, else through `human`, or as a change (ctlout_change) when `human`
+ * is NULL. Returns the exit status. */
+static int ctl_send(struct ctl *ctl, struct api_client *c, const char *method, const char *path,
+                    const cJSON *body, void (*human)(FILE *, const cJSON *))
 {
     struct api_resp r;
-    int rc = ctl_call(ctl, ctl->control, "GET", path, NULL, &r);
+    int rc = ctl_call(ctl, c, method, path, body, &r);
     if (rc != CTL_DONE)
         return rc;
     if (ctl->json)
         ctl_print_body(&r);
-    else
+    else if (human)
         human(stdout, r.json);
+    else
+        ctlout_change(stdout, ctl->cmd->name, r.json, ctl->slot);
     api_resp_free(&r);
     return CTL_DONE;
+}
+
+/* GET path on the control plane, printed by `human`. */
+static int ctl_show(struct ctl *ctl, const char *path, void (*human)(FILE *, const cJSON *))
+{
+    return ctl_send(ctl, ctl->control, "GET", path, NULL, human);
 }
 
 /* A request body with "slot" when --slot was given (NULL: out of memory). */
@@ -207,26 +217,18 @@ static cJSON *ctl_body(const struct ctl *ctl)
     return b;
 }
 
-/* POST path with `body` (consumed) on the control plane; prints the
- * answer with --json, else as a change. */
+/* POST path with `body` (consumed) on the control plane, printed as a
+ * change. */
 static int ctl_change(struct ctl *ctl, const char *path, cJSON *body)
 {
-    struct api_resp r;
     int rc;
     if (!body) {
         ctl_say("out of memory");
         return CTL_UNREACHABLE;
     }
-    rc = ctl_call(ctl, ctl->control, "POST", path, body, &r);
+    rc = ctl_send(ctl, ctl->control, "POST", path, body, NULL);
     cJSON_Delete(body);
-    if (rc != CTL_DONE)
-        return rc;
-    if (ctl->json)
-        ctl_print_body(&r);
-    else
-        ctlout_change(stdout, ctl->cmd->name, r.json, ctl->slot);
-    api_resp_free(&r);
-    return CTL_DONE;
+    return rc;
 }
 
 /* ---- argument checks ---- */
@@ -410,7 +412,6 @@ static int ctl_infer(struct ctl *ctl)
     char *text = NULL;
     size_t len = 0;
     cJSON *rows, *b;
-    struct api_resp r;
     int rc = fileio_read_path(ctl->pos[0], LORADCTL_ROWS_MAX, &text, &len);
     if (rc < 0)
         return ctl_usage_error(ctl, "infer: %s: %s", ctl->pos[0], fileio_strerror(rc));
@@ -426,16 +427,9 @@ static int ctl_infer(struct ctl *ctl)
         ctl_say("out of memory");
         return CTL_UNREACHABLE;
     }
-    rc = ctl_call(ctl, ctl->data, "POST", "/infer", b, &r);
+    rc = ctl_send(ctl, ctl->data, "POST", "/infer", b, ctlout_infer);
     cJSON_Delete(b);
-    if (rc != CTL_DONE)
-        return rc;
-    if (ctl->json)
-        ctl_print_body(&r);
-    else
-        ctlout_infer(stdout, r.json);
-    api_resp_free(&r);
-    return CTL_DONE;
+    return rc;
 }
 
 #define SLOT_OPT                                                                                   \
