@@ -1,6 +1,6 @@
 # lorad — build, test and run.
 #
-#   make            build/lorad, build/lorad-mkdemo, build/liblorad.a
+#   make            build/lorad, build/loradctl, build/lorad-mkdemo, build/liblorad.a
 #   make run        build, write the demo model and adapters, serve them
 #   make check      every test (unit tests, then integration tests)
 #   make check SAN=1   the same under AddressSanitizer + UBSan (build/san)
@@ -8,14 +8,17 @@
 #   make deps       install the Debian packages (apt-get)
 #   make format        clang-format every C file in place
 #   make format-check  fail when clang-format would change any C file
+#   make install    binaries, units, man pages, scripts, config (mk/install.mk)
 #
 # Every dependency is a Debian package found by pkg-config.
 
 PKGS      := libmicrohttpd libcjson openblas libuv liburcu-qsbr nettle
+# The clients (client/: loradctl) link libcurl and cJSON, not the daemon's packages.
+TOOL_PKGS := libcurl libcjson
 TEST_PKGS := check libcurl
 DEB_PKGS  := build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev \
              libuv1-dev liburcu-dev nettle-dev check libcurl4-openssl-dev curl jq wrk \
-             clang systemd shellcheck prometheus haproxy
+             clang systemd shellcheck prometheus haproxy groff-base
 
 CC      ?= cc
 OPT     ?= -O2 -g
@@ -32,10 +35,12 @@ export TSAN_OPTIONS := suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)
 endif
 
 # pkg-config is asked only when the packages are there (else `make deps` first).
-HAVE_PKGS := $(shell pkg-config --exists $(PKGS) $(TEST_PKGS) && echo yes)
+HAVE_PKGS := $(shell pkg-config --exists $(PKGS) $(TOOL_PKGS) $(TEST_PKGS) && echo yes)
 ifeq ($(HAVE_PKGS),yes)
 DEP_CFLAGS  := $(shell pkg-config --cflags $(PKGS))
 DEP_LIBS    := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+TOOL_CFLAGS := $(shell pkg-config --cflags $(TOOL_PKGS))
+TOOL_LIBS   := $(shell pkg-config --libs $(TOOL_PKGS)) -lm
 TEST_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS))
 TEST_LIBS   := $(shell pkg-config --libs $(TEST_PKGS))
 else
@@ -51,19 +56,21 @@ LDFLAGS_ALL := $(OPT) $(LDFLAGS)
 
 LIB_SRC    := $(wildcard lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
+CLIENT_SRC := $(filter-out client/loradctl.c,$(wildcard client/*.c))
 UNIT_SRC   := $(wildcard tests/test_*.c)
 ITEST_SRC  := $(wildcard tests/itest_*.c)
 TESTLIB_SRC := $(filter-out tests/test_% tests/itest_%,$(wildcard tests/*.c))
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(B)/obj/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/obj/%.o)
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(B)/obj/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
 ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
 
 .PHONY: all check run deps clean unit itest format format-check bench
 .SECONDARY:
-all: $(B)/lorad $(B)/lorad-mkdemo
+all: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -77,7 +84,8 @@ build/.deps-installed:
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(if $(filter tests/%,$<),$(TEST_CFLAGS)) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(if $(filter tests/%,$<),$(TEST_CFLAGS)) \
+	  $(if $(filter client/% tests/test_api.c,$<),$(TOOL_CFLAGS)) -MMD -MP -c $< -o $@
 
 $(B)/liblorad.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -89,20 +97,31 @@ $(B)/lorad: $(DAEMON_OBJ) $(B)/liblorad.a
 $(B)/lorad-mkdemo: $(B)/obj/tools/mkdemo.o $(B)/liblorad.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
 
+# loradctl uses lib/ only for its error convention and small-file reader.
+$(B)/loradctl: $(B)/obj/client/loradctl.o $(CLIENT_OBJ) $(B)/liblorad.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(TOOL_LIBS)
+
 $(B)/tests/%: $(B)/obj/tests/%.o $(TESTLIB_OBJ) $(B)/liblorad.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS) $(TEST_LIBS)
 
+# The unit test of client/ links the client objects too.
+$(B)/tests/test_api: $(B)/obj/tests/test_api.o $(TESTLIB_OBJ) $(CLIENT_OBJ) $(B)/liblorad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS) $(TOOL_LIBS) $(TEST_LIBS)
+
 unit: $(UNIT_BIN)
 	@B=$(B) ./tests/run-tests.sh $(UNIT_BIN)
 
-itest: $(B)/lorad $(B)/lorad-mkdemo $(ITEST_BIN)
-	@B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
-	  ./tests/run-tests.sh $(ITEST_BIN)
+# What the integration tests run: the binaries, by absolute path.
+ITEST_ENV := B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
+  LORADCTL_BIN=$(abspath $(B)/loradctl)
 
-check: $(B)/lorad $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
-	@B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
-	  ./tests/run-tests.sh $(UNIT_BIN) $(ITEST_BIN)
+itest: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo $(ITEST_BIN)
+	@$(ITEST_ENV) ./tests/run-tests.sh $(ITEST_BIN)
+
+check: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
+	@$(ITEST_ENV) ./tests/run-tests.sh $(UNIT_BIN) $(ITEST_BIN)
 	@# the fuzz corpora and regressions, replayed (seconds) where clang exists
 	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory fuzz-replay; fi
 
@@ -117,7 +136,7 @@ run: $(B)/lorad $(B)/lorad-mkdemo
 	@./scripts/run-demo.sh $(B)
 
 # The C files held to the repository's .clang-format.
-FORMAT_SRC := $(wildcard lib/*.[ch] daemon/*.[ch] tests/*.[ch] tests/fuzz/*.c tools/*.c bench/*.c)
+FORMAT_SRC := $(wildcard lib/*.[ch] daemon/*.[ch] client/*.[ch] tests/*.[ch] tests/fuzz/*.c tools/*.c bench/*.c)
 
 format:
 	clang-format -i $(FORMAT_SRC)

@@ -1,16 +1,30 @@
 # lorad — mk/install.mk: `make install` and `make uninstall`, included from
 # the Makefile (which defines B, the build directory).
 #
-#   make install                          /usr/local/bin/lorad, units in
-#                                         /usr/local/lib/systemd/system
-#   make install PREFIX=/usr              /usr/bin/lorad, /usr/lib/systemd/system
+#   make install                          under /usr/local
+#   make install PREFIX=/usr              under /usr (a distribution's layout)
 #   make install DESTDIR=/tmp/pkgroot     staged install (packaging)
 #
-# The units in systemd/ name /usr/local/bin/lorad; they are installed with
-# /usr/local/ rewritten to $(PREFIX)/, so ExecStart always names the
-# installed binary. The default config goes to /etc/lorad/lorad.json
-# (fixed: the units and ConfigurationDirectory= use /etc/lorad) and an
-# existing one is never overwritten. State lives in /var/lib/lorad, created
+# What goes where (PREFIX=/usr/local by default):
+#   $(BINDIR)            lorad, loradctl; the operator scripts under their
+#                        installed names lorad-canary-rollout,
+#                        lorad-fleet-rollout and lorad-update (each finds the
+#                        canary script beside itself under either name).
+#                        lorad-mkdemo is not installed: it writes the demo
+#                        model of `make run`, a development tool.
+#   $(UNITDIR)           lorad.service, lorad.socket, lorad@.service,
+#                        lorad-update@.service, lorad-update@.timer
+#   $(MANDIR)/man1, man8 loradctl.1, lorad.8
+#   $(DOCDIR)            README.md, update.conf.example (the template of
+#                        /etc/lorad/update-SLOT.conf)
+#   $(DATADIR)/grafana   lorad.json, the Grafana dashboard, when
+#                        deploy/grafana/lorad.json exists
+#   /etc/lorad/lorad.json  the default config (never overwritten)
+#
+# The units and man pages in the tree name /usr/local/...; they are
+# installed with /usr/local/ rewritten to $(PREFIX)/, so ExecStart always
+# names the installed binary. /etc/lorad is fixed (the units and
+# ConfigurationDirectory= use it). State lives in /var/lib/lorad, created
 # by systemd (StateDirectory=). Nothing here runs systemctl: afterwards run
 # `systemctl daemon-reload && systemctl enable --now lorad`.
 
@@ -18,11 +32,21 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR  ?= $(PREFIX)/bin
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR  ?= $(PREFIX)/share/man
 DOCDIR  ?= $(PREFIX)/share/doc/lorad
+DATADIR ?= $(PREFIX)/share/lorad
 CONFDIR := /etc/lorad
 INSTALL ?= install
 
-INSTALL_UNITS := lorad.service lorad.socket lorad@.service
+INSTALL_BINS    := lorad loradctl
+INSTALL_SCRIPTS := canary-rollout fleet-rollout lorad-update
+INSTALL_UNITS   := lorad.service lorad.socket lorad@.service lorad-update@.service \
+                   lorad-update@.timer
+INSTALL_MAN     := man1/loradctl.1 man8/lorad.8
+DASHBOARD       ?= deploy/grafana/lorad.json
+
+# scripts/NAME.sh is installed as lorad-NAME (lorad-update.sh as lorad-update).
+SCRIPT_NAMES := $(foreach s,$(INSTALL_SCRIPTS),$(if $(filter lorad-%,$(s)),$(s),lorad-$(s)))
 
 # The default /etc/lorad/lorad.json: SPEC.md 5 defaults with system paths.
 define LORAD_DEFAULT_CONFIG
@@ -49,19 +73,32 @@ define LORAD_DEFAULT_CONFIG
 endef
 export LORAD_DEFAULT_CONFIG
 
+# The shell lines that install FILE as DEST with /usr/local/ rewritten to
+# $(PREFIX)/, mode 0644, put in place by rename ("FILE DEST" pairs in $$pairs).
+INSTALL_REWRITTEN = set -e; set -- $$pairs; while [ $$\# -ge 2 ]; do \
+	  echo "sed s\#/usr/local/\#$(PREFIX)/\# $$1 > $$2"; \
+	  sed 's\#/usr/local/\#$(PREFIX)/\#g' "$$1" > "$$2.tmp"; \
+	  chmod 0644 "$$2.tmp"; mv -f "$$2.tmp" "$$2"; shift 2; done
+
 .PHONY: install uninstall
-install: $(B)/lorad
+install: $(addprefix $(B)/,$(INSTALL_BINS))
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) \
-	  $(DESTDIR)$(CONFDIR)
-	$(INSTALL) -m 0755 $(B)/lorad $(DESTDIR)$(BINDIR)/lorad
-	$(INSTALL) -m 0755 scripts/canary-rollout.sh $(DESTDIR)$(BINDIR)/lorad-canary-rollout
-	@set -e; for u in $(INSTALL_UNITS); do \
-	  echo "sed s#/usr/local/#$(PREFIX)/# systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u"; \
-	  sed 's#/usr/local/#$(PREFIX)/#g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp; \
-	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp; \
-	  mv -f $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(CONFDIR)
+	$(INSTALL) -m 0755 $(addprefix $(B)/,$(INSTALL_BINS)) $(DESTDIR)$(BINDIR)/
+	@set -e; for s in $(INSTALL_SCRIPTS); do \
+	  case $$s in lorad-*) n=$$s ;; *) n=lorad-$$s ;; esac; \
+	  echo "$(INSTALL) -m 0755 scripts/$$s.sh $(DESTDIR)$(BINDIR)/$$n"; \
+	  $(INSTALL) -m 0755 scripts/$$s.sh $(DESTDIR)$(BINDIR)/$$n; \
 	done
+	@pairs="$(foreach u,$(INSTALL_UNITS),systemd/$(u) $(DESTDIR)$(UNITDIR)/$(u)) \
+	  $(foreach m,$(INSTALL_MAN),man/$(notdir $(m)) $(DESTDIR)$(MANDIR)/$(m))"; \
+	  $(INSTALL_REWRITTEN)
 	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(INSTALL) -m 0644 conf/update.conf.example $(DESTDIR)$(DOCDIR)/update.conf.example
+	@if [ -e $(DASHBOARD) ]; then \
+	  echo "$(INSTALL) -D -m 0644 $(DASHBOARD) $(DESTDIR)$(DATADIR)/grafana/lorad.json"; \
+	  $(INSTALL) -D -m 0644 $(DASHBOARD) $(DESTDIR)$(DATADIR)/grafana/lorad.json; \
+	fi
 	@if [ -e $(DESTDIR)$(CONFDIR)/lorad.json ]; then \
 	  echo "keeping existing $(DESTDIR)$(CONFDIR)/lorad.json"; \
 	else \
@@ -71,10 +108,16 @@ install: $(B)/lorad
 	  mv -f $(DESTDIR)$(CONFDIR)/lorad.json.tmp $(DESTDIR)$(CONFDIR)/lorad.json; \
 	fi
 
-# Removes what install put in place except /etc/lorad (the operator's config
-# and token) and /var/lib/lorad (serving state).
+# Removes what install put in place, and the directories of lorad's own
+# that are then empty, except /etc/lorad (the operator's config and token)
+# and /var/lib/lorad (serving state).
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/lorad $(DESTDIR)$(BINDIR)/lorad-canary-rollout
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_BINS))
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(SCRIPT_NAMES))
 	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(INSTALL_UNITS))
-	rm -f $(DESTDIR)$(DOCDIR)/README.md
-	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/,$(INSTALL_MAN))
+	rm -f $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/update.conf.example
+	rm -f $(DESTDIR)$(DATADIR)/grafana/lorad.json
+	@for d in $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR)/grafana $(DESTDIR)$(DATADIR); do \
+	  if [ -d "$$d" ]; then echo "rmdir $$d"; rmdir "$$d" || true; fi; \
+	done

@@ -11,6 +11,13 @@
 # A failed gate rolls back (POST /rollback {} aborts the canary) and exits 1.
 # After the last step (normally 100) it promotes (POST /promote {}).
 #
+# With --slot S (S not "default") every request carries "slot": S and the
+# evidence is read from /status .slots[S]; without it (or with "default")
+# the requests and the evidence are exactly those of a lorad without slots.
+# The control plane is --url or --socket; the probe goes to /infer on
+# --infer-url / --infer-socket when the data plane listens elsewhere
+# (control_listen set), else to the control address.
+#
 # Exit: 0 promoted, 1 a gate failed (canary rolled back), 2 the daemon
 # refused a request (its error is printed), 3 daemon unreachable or an
 # unreadable answer, 64 usage. Needs POSIX sh, curl and jq.
@@ -18,6 +25,10 @@ set -u
 
 PROG=canary-rollout
 URL=""
+SOCKET=""
+INFER_URL=""
+INFER_SOCKET=""
+SLOT=""
 ADAPTER=""
 STEPS="1,5,25,50,100"
 INTERVAL=30
@@ -38,13 +49,18 @@ CANARY_VERSION=""
 
 usage() {
     cat <<'EOF'
-usage: canary-rollout.sh --url URL --adapter NAME [options]
+usage: canary-rollout.sh (--url URL | --socket PATH) --adapter NAME [options]
 
 Swaps NAME in as a canary on the lorad daemon at URL, raises its traffic
 share step by step while gating on live evidence, and promotes it after the
 last step; on a failed gate it rolls the canary back.
 
   --url URL             control-plane base URL, e.g. http://127.0.0.1:8080
+  --socket PATH         control-plane unix socket (control_listen "unix:PATH")
+  --slot S              act on slot S alone (default: the default slot)
+  --infer-url URL       data-plane base URL for the probe's /infer (default:
+                        the control address; needed when control_listen is set)
+  --infer-socket PATH   data-plane unix socket for the probe's /infer
   --adapter NAME        adapter name under the daemon's adapter_dir
   --steps LIST          canary percentages, comma separated, increasing
                         (default 1,5,25,50,100; the last one is promoted)
@@ -83,13 +99,26 @@ is_number() {
 # awk_true EXPR: exits 0 when the awk expression is true (float compares).
 awk_true() { awk "BEGIN { exit !($1) }" </dev/null; }
 
+# where: the control address, for messages.
+where() { if [ -n "$SOCKET" ]; then printf 'unix:%s' "$SOCKET"; else printf '%s' "$URL"; fi; }
+
 # request METHOD PATH [BODYFILE]: sets HTTP_STATUS and HTTP_BODY; exits 3
-# when the daemon cannot be reached.
+# when the daemon cannot be reached. /infer goes to the data plane.
 request() {
     _m=$1
     _p=$2
     _b=${3:-}
+    _rq_url=$URL
+    _rq_sock=$SOCKET
+    if [ "$_p" = /infer ] && { [ -n "$INFER_URL" ] || [ -n "$INFER_SOCKET" ]; }; then
+        _rq_url=$INFER_URL
+        _rq_sock=$INFER_SOCKET
+    fi
+    [ -n "$_rq_url" ] || _rq_url=http://localhost
     set -- -sS -o "$TMPD/body" -w '%{http_code}' --max-time "$CURL_TIMEOUT" -X "$_m"
+    if [ -n "$_rq_sock" ]; then
+        set -- "$@" --unix-socket "$_rq_sock"
+    fi
     if [ -n "$_b" ]; then
         set -- "$@" -H 'Content-Type: application/json' --data-binary "@$_b"
     fi
@@ -97,21 +126,24 @@ request() {
         set -- "$@" -H "@$TMPD/auth"
     fi
     : >"$TMPD/body"
-    if ! HTTP_STATUS=$(curl "$@" "$URL$_p" 2>"$TMPD/curlerr"); then
+    if ! HTTP_STATUS=$(curl "$@" "$_rq_url$_p" 2>"$TMPD/curlerr"); then
         say "daemon unreachable: $_m $_p: $(head -n 1 "$TMPD/curlerr")" >&2
         if [ "$CANARY_LIVE" = 1 ]; then
-            say "the canary may still be live; roll back by hand: curl -X POST $URL/rollback -d '{}'" >&2
+            say "the canary may still be live in slot ${SLOT:-default} of $(where); roll back by hand: loradctl rollback${SLOT:+ --slot $SLOT}" >&2
         fi
         exit 3
     fi
     HTTP_BODY=$(cat "$TMPD/body")
 }
 
-# post PATH JSON: POST with a JSON body.
+# post PATH JSON: POST with a JSON body, plus "slot" with --slot.
 post() {
-    printf '%s' "$2" >"$TMPD/req"
+    printf '%s' "$2" | with_slot >"$TMPD/req"
     request POST "$1" "$TMPD/req"
 }
+
+# with_slot: the JSON object on stdin, with "slot" added for --slot S.
+with_slot() { jq -c --arg s "$SLOT" 'if $s == "" then . else . + {slot: $s} end'; }
 
 # server_error: "code: message" of an error answer (or its raw start).
 server_error() {
@@ -128,7 +160,7 @@ server_error() {
 rollback_and_fail() {
     say "gate failed: $1"
     request GET /status
-    _cur=$(printf '%s' "$HTTP_BODY" | jq -r 'if .canary then "\(.canary.adapter) \(.canary.version)" else "none" end' 2>/dev/null)
+    _cur=$(status_field 'if .canary then "\(.canary.adapter) \(.canary.version)" else "none" end')
     if [ "$HTTP_STATUS" != 200 ] || [ "$_cur" != "$ADAPTER $CANARY_VERSION" ]; then
         say "not rolling back: the canary is no longer $ADAPTER v$CANARY_VERSION (now: ${_cur:-unknown}); /rollback would roll back the stable instead" >&2
         exit 1
@@ -154,13 +186,17 @@ interrupted() {
     exit 130
 }
 
-# status_field JQ: one value from the last /status body ("null" if absent).
-status_field() { printf '%s' "$HTTP_BODY" | jq -r "$1" 2>/dev/null; }
+# status_field JQ: one value of the slot's state in the last /status body
+# ("null" if absent): the top level for the default slot, else .slots[S].
+status_field() {
+    printf '%s' "$HTTP_BODY" |
+        jq -r --arg s "$SLOT" "(if \$s == \"\" then . else (.slots[\$s] // {}) end) | $1" 2>/dev/null
+}
 
 # probe_variant VARIANT: sends the probe rows pinned to VARIANT; sets
 # PROBE_STATUS, PROBE_NULLS (non-finite values) and PROBE_ROWS.
 probe_variant() {
-    if ! jq -c --arg v "$1" '{inputs: ., variant: $v}' "$PROBE" >"$TMPD/probe"; then
+    if ! jq -c --arg v "$1" '{inputs: ., variant: $v}' "$PROBE" | with_slot >"$TMPD/probe"; then
         say "cannot build the probe request from $PROBE" >&2
         rollback_and_fail "probe file unusable"
     fi
@@ -200,6 +236,9 @@ check_step() {
     request GET /status
     if [ "$HTTP_STATUS" != 200 ]; then
         rollback_and_fail "GET /status answered $(server_error)"
+    fi
+    if [ -n "$SLOT" ] && [ "$(printf '%s' "$HTTP_BODY" | jq -r 'has("slots")' 2>/dev/null)" != true ]; then
+        rollback_and_fail "GET /status has no \"slots\": this lorad cannot serve slot $SLOT"
     fi
     _cad=$(status_field 'if .canary then "\(.canary.adapter) \(.canary.version)" else "none" end')
     if [ "$_cad" != "$ADAPTER $CANARY_VERSION" ]; then
@@ -255,12 +294,17 @@ parse_args() {
     while [ $# -gt 0 ]; do
         case $1 in
         --help | -h) usage; exit 0 ;;
-        --url | --adapter | --steps | --interval | --max-nonfinite | --max-p99-ratio | \
-            --max-error-rate | --min-requests | --token-file | --probe | --sha256)
+        --url | --socket | --slot | --infer-url | --infer-socket | --adapter | --steps | \
+            --interval | --max-nonfinite | --max-p99-ratio | --max-error-rate | --min-requests | \
+            --token-file | --probe | --sha256)
             [ $# -ge 2 ] || die_usage "$1 needs a value"
             _v=$2
             case $1 in
             --url) URL=${_v%/} ;;
+            --socket) SOCKET=$_v ;;
+            --slot) SLOT=$_v ;;
+            --infer-url) INFER_URL=${_v%/} ;;
+            --infer-socket) INFER_SOCKET=$_v ;;
             --adapter) ADAPTER=$_v ;;
             --steps) STEPS=$_v ;;
             --interval) INTERVAL=$_v ;;
@@ -280,7 +324,13 @@ parse_args() {
 }
 
 check_args() {
-    [ -n "$URL" ] || die_usage "--url is required"
+    [ -n "$URL" ] || [ -n "$SOCKET" ] || die_usage "--url or --socket is required"
+    # the default slot is what a request without "slot" means: never send it
+    [ "$SLOT" != default ] || SLOT=""
+    if [ -n "$SLOT" ]; then
+        printf '%s' "$SLOT" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' ||
+            die_usage "--slot: not a valid slot name: $SLOT"
+    fi
     [ -n "$ADAPTER" ] || die_usage "--adapter is required"
     printf '%s' "$ADAPTER" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' ||
         die_usage "--adapter: not a valid adapter name: $ADAPTER"
@@ -329,7 +379,7 @@ main() {
     _first=${STEPS%%,*}
     _body=$(jq -cn --arg a "$ADAPTER" --argjson p "$_first" --arg h "$SHA256" \
         '{adapter: $a, canary_percent: $p} + (if $h == "" then {} else {sha256: $h} end)')
-    say "swap: $ADAPTER as canary at $_first%"
+    say "swap: $ADAPTER as canary at $_first% in slot ${SLOT:-default} of $(where)"
     post /swap "$_body"
     if [ "$HTTP_STATUS" != 200 ]; then
         say "swap refused: $(server_error)" >&2

@@ -591,7 +591,10 @@ check_args() {
     fi
     [ -n "$STATE_FILE" ] || STATE_FILE=./fleet-rollout.json
     if [ -z "$CANARY_SCRIPT" ]; then
+        # next to this one: canary-rollout.sh in the source tree,
+        # lorad-canary-rollout where `make install` put both
         CANARY_SCRIPT=$(dirname "$0")/canary-rollout.sh
+        [ -x "$CANARY_SCRIPT" ] || CANARY_SCRIPT=$(dirname "$0")/lorad-canary-rollout
     fi
     [ -x "$CANARY_SCRIPT" ] || die_usage "--canary-script: not executable: $CANARY_SCRIPT"
 }

@@ -1,30 +1,32 @@
-/* lorad — tests/itest_units.c: checks the systemd units, the install rules
- * and the canary script as operators will use them.
+/* lorad — tests/itest_units.c: checks the systemd units and the canary
+ * script as operators will use them (make install: itest_install.c).
  *
- * - `systemd-analyze verify` on lorad.service, lorad.socket and
- *   lorad@.service, each rewritten into a temp dir with ExecStart naming
- *   the built daemon ($LORAD_BIN, else build/lorad): exit 0 and no output
- *   line about them.
- * - `systemd-analyze security --offline=yes lorad.service`: the overall
- *   exposure level is at most 2.0.
- * - the directives the daemon relies on (SPEC.md 8) are in the units.
- * - `make -f mk/install.mk install DESTDIR=...` puts the binary, the units
- *   (ExecStart rewritten to the prefix) and the default config in place and
- *   keeps an existing config.
- * - shellcheck on scripts/canary-rollout.sh and its usage errors; then the
+ * - `systemd-analyze verify` on lorad.service, lorad.socket,
+ *   lorad@.service, lorad-update@.service and lorad-update@.timer, each
+ *   rewritten into a temp dir with ExecStart naming the built daemon
+ *   ($LORAD_BIN, else build/lorad) and scripts/lorad-update.sh: exit 0 and
+ *   no output line about them.
+ * - `systemd-analyze security --offline=yes` on lorad.service,
+ *   lorad@.service and lorad-update@.service: the overall exposure level
+ *   is at most 2.0.
+ * - the directives the daemon relies on (SPEC.md 8) are in the units, and
+ *   those of the scheduled updates (SPEC.md 11) in lorad-update@.*.
+ * - shellcheck on every script (scripts/NAME.sh).
+ * - canary-rollout.sh's usage errors; then the
  *   script against the real daemon serving the demo (build/lorad-mkdemo):
  *   demo-b passes every gate and is promoted (exit 0), demo-overflow fails
  *   the --probe gate and is rolled back (exit 1), bad-rank is refused by
  *   /swap (exit 2). --interval 0 and the probe gate: nothing depends on
  *   timing.
  *
- * A missing tool (systemd-analyze, make, shellcheck) prints "SKIP: ..." and
+ * A missing tool (systemd-analyze, shellcheck, curl, jq) prints "SKIP: ..." and
  * the test passes: Check has no skip. Sources are found relative to
  * $LORAD_SRCDIR (default: the current directory, the repository root under
  * `make check`).
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,7 +44,8 @@
 
 #include "testutil.h"
 
-static const char *const ut_units[] = {"lorad.service", "lorad.socket", "lorad@.service"};
+static const char *const ut_units[] = {"lorad.service", "lorad.socket", "lorad@.service",
+                                       "lorad-update@.service", "lorad-update@.timer"};
 #define UT_NUNITS (sizeof(ut_units) / sizeof(ut_units[0]))
 
 static const char *ut_srcdir(void)
@@ -119,28 +122,42 @@ static int ut_run(char *const argv[], const char *cwd, char **out)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* The unit's text with every "/usr/local/bin/lorad" replaced by `bin`
- * (malloc'd). */
-static char *ut_rewrite(const char *text, const char *bin)
+/* `text` with every `from` replaced by `to` (malloc'd). */
+static char *ut_replace(const char *text, const char *from, const char *to)
 {
-    static const char from[] = "/usr/local/bin/lorad";
-    size_t n = 0, cap = strlen(text) + 1;
+    size_t n = 0, cap = strlen(text) + 1, flen = strlen(from), tlen = strlen(to);
     const char *p;
     char *out;
-    for (p = text; (p = strstr(p, from)) != NULL; p += sizeof(from) - 1)
-        cap += strlen(bin);
+    for (p = text; (p = strstr(p, from)) != NULL; p += flen)
+        cap += tlen;
     out = malloc(cap);
     ck_assert_ptr_nonnull(out);
     for (p = text; *p;) {
-        if (strncmp(p, from, sizeof(from) - 1) == 0) {
-            memcpy(out + n, bin, strlen(bin));
-            n += strlen(bin);
-            p += sizeof(from) - 1;
+        if (strncmp(p, from, flen) == 0) {
+            memcpy(out + n, to, tlen);
+            n += tlen;
+            p += flen;
         } else {
             out[n++] = *p++;
         }
     }
     out[n] = '\0';
+    return out;
+}
+
+/* The unit's text with /usr/local/bin/lorad-update naming the script in
+ * the source tree and /usr/local/bin/lorad naming `bin` (malloc'd). */
+static char *ut_rewrite(const char *text, const char *bin)
+{
+    char *script = tu_path(ut_srcdir(), "scripts/lorad-update.sh");
+    char *abs = realpath(script, NULL);
+    char *step, *out;
+    ck_assert_msg(abs != NULL, "%s is missing", script);
+    step = ut_replace(text, "/usr/local/bin/lorad-update", abs);
+    out = ut_replace(step, "/usr/local/bin/lorad", bin);
+    free(step);
+    free(abs);
+    free(script);
     return out;
 }
 
@@ -295,6 +312,12 @@ START_TEST(units_security_template)
 }
 END_TEST
 
+START_TEST(units_security_update)
+{
+    ut_check_security("lorad-update@.service");
+}
+END_TEST
+
 /* What the daemon and SPEC.md 8 rely on, independent of systemd-analyze. */
 START_TEST(units_contract)
 {
@@ -303,6 +326,10 @@ START_TEST(units_contract)
         bool tmpl = strchr(ut_units[i], '@') != NULL;
         const char *conf = tmpl ? "/etc/lorad/%i.json" : "/etc/lorad/lorad.json";
         char want[256];
+        if (strncmp(ut_units[i], "lorad-update@", 13) == 0) {
+            free(t); /* units_update_contract */
+            continue;
+        }
         if (strstr(ut_units[i], ".socket")) {
             ck_assert_msg(ut_directive(t, "ListenStream=") != NULL,
                           "lorad.socket: no ListenStream");
@@ -340,74 +367,71 @@ START_TEST(units_contract)
 }
 END_TEST
 
-/* make -f mk/install.mk install into a DESTDIR, twice. */
-START_TEST(install_rules)
+/* The scheduled updates (SPEC.md 11): a daily timer per slot, a hardened
+ * oneshot service running lorad-update for slot %i. */
+START_TEST(units_update_contract)
 {
-    char *bin, *dest, *bdir, *out = NULL, *p, *mk, *text;
-    char destarg[4096], barg[4096];
-    size_t len;
-    int rc;
-    if (!ut_have_tool("make")) {
-        printf("SKIP: install_rules: make is not installed\n");
+    char *t = ut_read_unit("lorad-update@.timer");
+    ck_assert(ut_directive_is(t, "OnCalendar=", "daily"));
+    ck_assert_msg(ut_directive(t, "RandomizedDelaySec=") != NULL, "timer: no RandomizedDelaySec");
+    ck_assert(ut_directive_is(t, "Persistent=", "true"));
+    ck_assert(ut_directive_is(t, "Unit=", "lorad-update@%i.service"));
+    ck_assert(ut_directive_is(t, "WantedBy=", "timers.target"));
+    free(t);
+    t = ut_read_unit("lorad-update@.service");
+    ck_assert(ut_directive_is(t, "Type=", "oneshot"));
+    ck_assert(ut_directive_is(
+        t, "ExecStart=", "/usr/local/bin/lorad-update --slot %i $LORAD_UPDATE_OPTS"));
+    ck_assert(ut_directive_is(t, "EnvironmentFile=", "/etc/lorad/update-%i.conf"));
+    ck_assert(ut_directive_is(t, "DynamicUser=", "yes"));
+    ck_assert(ut_directive_is(t, "User=", "lorad")); /* shares lorad.service's socket access */
+    ck_assert(ut_directive_is(t, "ProtectSystem=", "strict"));
+    ck_assert(ut_directive_is(t, "CapabilityBoundingSet=", ""));
+    ck_assert(ut_directive_is(t, "NoNewPrivileges=", "yes"));
+    ck_assert(ut_directive_is(t, "MemoryDenyWriteExecute=", "yes"));
+    ck_assert(ut_directive_is(t, "SystemCallFilter=", "@system-service"));
+    ck_assert(ut_directive_is(t, "IPAddressAllow=", "localhost"));
+    ck_assert(ut_directive(t, "TimeoutStartSec=") != NULL);
+    free(t);
+}
+END_TEST
+
+/* shellcheck on every script (scripts/NAME.sh). */
+START_TEST(scripts_lint)
+{
+    char *dir = tu_path(ut_srcdir(), "scripts");
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    ck_assert_msg(d != NULL, "cannot open %s", dir);
+    if (!ut_have_tool("shellcheck")) {
+        printf("SKIP: scripts_lint: shellcheck is not installed (Debian package shellcheck); "
+               "scripts/ *.sh were not linted\n");
+        closedir(d);
+        free(dir);
         return;
     }
-    bin = ut_lorad_bin();
-    ck_assert_msg(bin != NULL, "the daemon binary is missing: set LORAD_BIN or build build/lorad");
-    bdir = strdup(bin);
-    ck_assert_ptr_nonnull(bdir);
-    *strrchr(bdir, '/') = '\0';
-    dest = tu_mkdtemp();
-    mk = tu_path(ut_srcdir(), "mk/install.mk");
-    snprintf(destarg, sizeof(destarg), "DESTDIR=%s", dest);
-    snprintf(barg, sizeof(barg), "B=%s", bdir);
-    {
-        char *argv[] = {"make",  "--no-print-directory", "-f",      mk,  barg,
-                        destarg, "PREFIX=/opt/lorad",    "install", NULL};
-        rc = ut_run(argv, ut_srcdir(), &out);
-        ck_assert_msg(rc == 0, "make install exited %d:\n%s", rc, out);
-        free(out);
-
-        p = tu_path(dest, "opt/lorad/bin/lorad");
-        ck_assert_msg(access(p, X_OK) == 0, "%s not installed", p);
-        free(p);
-        p = tu_path(dest, "opt/lorad/bin/lorad-canary-rollout");
-        ck_assert_msg(access(p, X_OK) == 0, "%s not installed", p);
-        free(p);
-        for (size_t i = 0; i < UT_NUNITS; i++) {
-            char rel[256];
-            snprintf(rel, sizeof(rel), "opt/lorad/lib/systemd/system/%s", ut_units[i]);
-            p = tu_path(dest, rel);
-            text = (char *)tu_read_file(p, &len);
-            text[len] = '\0';
-            ck_assert_msg(strstr(text, "/usr/local") == NULL, "%s still names /usr/local", p);
-            if (!strstr(ut_units[i], ".socket"))
-                ck_assert_msg(strstr(text, "\nExecStart=/opt/lorad/bin/lorad --config ") != NULL,
-                              "%s: ExecStart not rewritten", p);
-            free(text);
-            free(p);
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        char *script, *out = NULL;
+        int rc;
+        if (len < 4 || strcmp(e->d_name + len - 3, ".sh") != 0)
+            continue;
+        script = tu_path(dir, e->d_name);
+        ck_assert_msg(access(script, X_OK) == 0, "%s is not executable", script);
+        {
+            char *argv[] = {"shellcheck", "-s", "sh", script, NULL};
+            rc = ut_run(argv, NULL, &out);
         }
-        /* The default config: valid enough to name the state directory. */
-        p = tu_path(dest, "etc/lorad/lorad.json");
-        text = (char *)tu_read_file(p, &len);
-        text[len] = '\0';
-        ck_assert(strstr(text, "\"state_file\": \"/var/lib/lorad/state.json\"") != NULL);
-        free(text);
-        /* A second install keeps the operator's config. */
-        tu_write_text(p, "{\"listen\": \"127.0.0.1:9999\"}\n");
-        rc = ut_run(argv, ut_srcdir(), &out);
-        ck_assert_msg(rc == 0, "second make install exited %d:\n%s", rc, out);
+        ck_assert_msg(rc == 0, "shellcheck %s:\n%s", script, out);
+        printf("shellcheck %s: clean\n", e->d_name);
         free(out);
-        text = (char *)tu_read_file(p, &len);
-        text[len] = '\0';
-        ck_assert_str_eq(text, "{\"listen\": \"127.0.0.1:9999\"}\n");
-        free(text);
-        free(p);
+        free(script);
+        n++;
     }
-    tu_rmrf(dest);
-    free(dest);
-    free(mk);
-    free(bdir);
-    free(bin);
+    closedir(d);
+    ck_assert_int_ge(n, 4); /* canary-rollout, fleet-rollout, lorad-update, run-demo */
+    free(dir);
 }
 END_TEST
 
@@ -417,15 +441,6 @@ START_TEST(canary_script_lint)
     char *out = NULL;
     int rc;
     ck_assert_msg(access(script, X_OK) == 0, "%s is not executable", script);
-    if (!ut_have_tool("shellcheck")) {
-        printf("SKIP: canary_script_lint: shellcheck is not installed (Debian package "
-               "shellcheck); the script was not linted\n");
-    } else {
-        char *argv[] = {"shellcheck", "-s", "sh", script, NULL};
-        rc = ut_run(argv, NULL, &out);
-        ck_assert_msg(rc == 0, "shellcheck %s:\n%s", script, out);
-        free(out);
-    }
     {
         char *argv[] = {script, "--help", NULL};
         rc = ut_run(argv, NULL, &out);
@@ -636,7 +651,9 @@ static Suite *ut_suite(void)
     tcase_add_test(tc, units_verify);
     tcase_add_test(tc, units_security);
     tcase_add_test(tc, units_security_template);
-    tcase_add_test(tc, install_rules);
+    tcase_add_test(tc, units_security_update);
+    tcase_add_test(tc, units_update_contract);
+    tcase_add_test(tc, scripts_lint);
     tcase_add_test(tc, canary_script_lint);
     tcase_add_test(tc, canary_script_live);
     suite_add_tcase(s, tc);

@@ -1,8 +1,9 @@
 #!/bin/sh
 # lorad — tests/run-tests.sh: runs test binaries (Check suites) one after
 # another, keeps each one's output in $B/tests/logs/, prints Check's own
-# summary line per binary and one closing line "N passed, N failed" over all
-# of them. Exits non-zero when any check failed or any binary crashed.
+# summary line per binary (with the "SKIP: ..." notices its checks printed)
+# and one closing line "N passed, N failed" over all of them. Exits non-zero
+# when any check failed or any binary crashed.
 set -u
 B=${B:-build}
 logs="$B/tests/logs"
@@ -27,6 +28,8 @@ for t in "$@"; do
         printf '%-28s no Check summary (exit %d)\n' "$name" "$rc"
         failed=$((failed + 1))
     fi
+    # a skipped check says so in its log ("SKIP: ..."): show it, never pass silently
+    grep -E '^SKIP: ' "$log" | sed "s/^/    $name| /"
     if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
         bad="$bad $name"
         grep -vE '^(Running suite|[0-9]+%: Checks)' "$log" | tail -n 40 | sed "s/^/    $name| /"
