@@ -746,6 +746,30 @@ static int cmp_str(const void *x, const void *y)
     return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
+/* Whether directory `name` beneath dirfd holds an adapter_config.json or
+ * an adapter_model.* entry (even a broken one): the other directories of
+ * adapter_dir (a Hugging Face cache's blobs, refs, models--*) are not
+ * adapters and are not listed (SPEC 6). A name that cannot be opened
+ * confined is listed, so staging reports why. */
+static bool looks_like_adapter(int dirfd, const char *name)
+{
+    int fd = confine_open(dirfd, name, O_RDONLY | O_DIRECTORY);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *de;
+    bool found = false;
+
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return true;
+    }
+    while (!found && (de = readdir(d)))
+        found =
+            strcmp(de->d_name, PEFTCFG_FILE) == 0 || strncmp(de->d_name, "adapter_model.", 14) == 0;
+    closedir(d);
+    return found;
+}
+
 /* Valid adapter directory names under dirfd, sorted; NULL on OOM. */
 static char **list_dirs(int dirfd, size_t *n_out)
 {
@@ -764,7 +788,7 @@ static char **list_dirs(int dirfd, size_t *n_out)
     while ((de = readdir(d))) {
         struct stat st;
         if (!adapter_name_valid(de->d_name) || fstatat(dirfd, de->d_name, &st, 0) < 0 ||
-            !S_ISDIR(st.st_mode))
+            !S_ISDIR(st.st_mode) || !looks_like_adapter(dirfd, de->d_name))
             continue;
         if (n + 1 >= cap) {
             size_t nc = cap ? cap * 2 : 16;
@@ -792,6 +816,51 @@ fail:
     return NULL;
 }
 
+/* The stem of tensor i of s->st when it is a lora_A tensor, else NULL
+ * (*len its length; not NUL-terminated). */
+static const char *lora_a_stem(const struct stage *s, size_t i, size_t *len)
+{
+    const char *stem;
+    enum peftkey_kind kind;
+
+    if (!peftkey_parse(st_get(s->st, i)->name, &stem, len, &kind) || kind != PEFTKEY_A)
+        return NULL;
+    return stem;
+}
+
+/* The LoRA layers the adapter names (its lora_A tensors), read from the
+ * safetensors header whatever staging found wrong after it: the model's
+ * layers in model order, then names the model lacks in file order. An
+ * adapter whose file did not parse lists none. */
+static int describe_layers(const struct stage *s, cJSON *layers)
+{
+    const struct model *m = s->m;
+    char name[1024];
+    size_t len;
+    const char *stem;
+
+    if (!s->st)
+        return 0;
+    for (size_t l = 0; l < m->nlayers; l++)
+        for (size_t i = 0; i < st_count(s->st); i++)
+            if ((stem = lora_a_stem(s, i, &len)) && strlen(m->layers[l].name) == len &&
+                memcmp(m->layers[l].name, stem, len) == 0) {
+                if (!cJSON_AddItemToArray(layers, cJSON_CreateString(m->layers[l].name)))
+                    return -1;
+                break;
+            }
+    for (size_t i = 0; i < st_count(s->st); i++) {
+        if (!(stem = lora_a_stem(s, i, &len)) || len >= sizeof(name))
+            continue;
+        memcpy(name, stem, len);
+        name[len] = '\0';
+        if (model_find_layer(m, name) < 0 &&
+            !cJSON_AddItemToArray(layers, cJSON_CreateString(name)))
+            return -1;
+    }
+    return 0;
+}
+
 static cJSON *describe_one(int adapter_dirfd, const char *name, const struct model *m,
                            const struct profile *profile)
 {
@@ -816,10 +885,8 @@ static cJSON *describe_one(int adapter_dirfd, const char *name, const struct mod
     }
     if (!(layers = cJSON_AddArrayToObject(o, "layers")))
         goto fail;
-    for (size_t l = 0; s.plan && l < m->nlayers; l++)
-        if (s.plan[l].t[PEFTKEY_A] &&
-            !cJSON_AddItemToArray(layers, cJSON_CreateString(m->layers[l].name)))
-            goto fail;
+    if (describe_layers(&s, layers) < 0)
+        goto fail;
     if (!cJSON_AddBoolToObject(o, "compatible", rc == 0))
         goto fail;
     if (rc == 0) {

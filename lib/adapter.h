@@ -79,8 +79,12 @@ int adapter_stage(const struct adapter_stage_args *a, struct snapshot **snap_out
                   struct profile **profile_out, struct lorad_error *err);
 
 /* GET /adapters: one entry per directory under adapter_dirfd whose name is
- * valid, sorted by name: {"name", "r", "lora_alpha", "layers": [names],
- * "compatible": bool, "error": {"code","message"} | null}. Runs a full
+ * valid and that holds an adapter_config.json or an adapter_model.* (other
+ * directories, such as a Hugging Face cache's blobs, refs and models--*,
+ * are skipped), sorted by name: {"name", "r", "lora_alpha", "layers":
+ * [names], "compatible": bool, "error": {"code","message"} | null}.
+ * "layers" are the layers its lora_A tensors name, also when it is
+ * incompatible (the model's in model order, then unknown ones). Runs a full
  * stage of each (files are read), so call it off the loop thread. Returns a
  * cJSON array the caller owns, or NULL on out-of-memory. */
 cJSON *adapter_describe_all(int adapter_dirfd, const struct model *m,

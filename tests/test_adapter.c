@@ -1034,6 +1034,56 @@ START_TEST(test_describe_all)
 }
 END_TEST
 
+/* Directories that are no adapter are skipped; an incompatible adapter
+ * still lists its layers, also when staging stopped before its tensors. */
+START_TEST(test_describe_skips_and_layers)
+{
+    struct profile *p;
+    cJSON *arr, *e, *layers;
+    char *f;
+
+    af_simple("b-ok", NULL, 2, 4, 3);
+    af_simple("c-dora", "\"use_dora\": true", 2, 4, 5); /* layers 0 and 2 */
+    p = af_profile_of("b-ok");                          /* use_dora false */
+    /* a Hugging Face cache's helper directories, and an empty one */
+    f = tu_path(AF.adir, "blobs");
+    tu_mkdir(f);
+    free(f);
+    f = tu_path(AF.adir, "blobs/0123abcd");
+    tu_write_text(f, "blob");
+    free(f);
+    f = tu_path(AF.adir, "models--org--name");
+    tu_mkdir(f);
+    free(f);
+    /* only a config: an adapter, broken */
+    f = tu_path(AF.adir, "d-cfgonly");
+    tu_mkdir(f);
+    free(f);
+    f = tu_path(AF.adir, "d-cfgonly/adapter_config.json");
+    tu_write_text(f, "{\"peft_type\": \"LORA\"}");
+    free(f);
+    arr = adapter_describe_all(AF.adirfd, AF.m, p);
+    ck_assert_ptr_nonnull(arr);
+    ck_assert_int_eq(cJSON_GetArraySize(arr), 3); /* b-ok, c-dora, d-cfgonly */
+    e = cJSON_GetArrayItem(arr, 1);
+    ck_assert_str_eq(cJSON_GetObjectItem(e, "name")->valuestring, "c-dora");
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(e, "compatible")));
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "error"), "code")->valuestring,
+                     "incompatible_config");
+    layers = cJSON_GetObjectItem(e, "layers");
+    ck_assert_int_eq(cJSON_GetArraySize(layers), 2);
+    ck_assert_str_eq(cJSON_GetArrayItem(layers, 0)->valuestring, AF_NAMES[0]);
+    ck_assert_str_eq(cJSON_GetArrayItem(layers, 1)->valuestring, AF_NAMES[2]);
+    e = cJSON_GetArrayItem(arr, 2);
+    ck_assert_str_eq(cJSON_GetObjectItem(e, "name")->valuestring, "d-cfgonly");
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "error"), "code")->valuestring,
+                     "invalid_adapter");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(e, "layers")), 0);
+    cJSON_Delete(arr);
+    profile_free(&p);
+}
+END_TEST
+
 static Suite *adapter_suite(void)
 {
     Suite *s = suite_create("adapter");
@@ -1059,6 +1109,7 @@ static Suite *adapter_suite(void)
     tcase_add_test(tc, test_smaller_rank);
     tcase_add_test(tc, test_real_peft_adapter);
     tcase_add_test(tc, test_describe_all);
+    tcase_add_test(tc, test_describe_skips_and_layers);
     suite_add_tcase(s, tc);
     return s;
 }
