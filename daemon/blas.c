@@ -5,12 +5,13 @@
  * "Prescott" kernel, several times slower than the AVX-512 "SkylakeX" or
  * AVX2 "Haswell" kernels such a CPU runs. OpenBLAS reads OPENBLAS_CORETYPE
  * only at load time, so when lorad wants another kernel it re-executes
- * itself once (/proc/self/exe, same argv) with the variable set. A marker
+ * itself once (its own binary, same argv) with the variable set. A marker
  * variable (LORAD_BLAS_REEXEC) names the core lorad asked for; it stops any
  * second re-exec and tells the new process why the core is what it is.
  * An OPENBLAS_CORETYPE the operator set always wins.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,15 @@ static void reexec(const char *core, char **argv, const char *why)
     if (setenv("OPENBLAS_CORETYPE", core, 1) < 0 || setenv(BLAS_MARKER, core, 1) < 0) {
         LOG_W("event=blas_reexec_failed reason=\"%s\"", strerror(errno));
         return;
+    }
+    /* By the binary's own path, so the new image is still called "lorad"
+     * (comm is taken from the executed file's name: /proc/self/exe would
+     * make it "exe"); /proc/self/exe when the path cannot be read. */
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0 && !strstr(self, " (deleted)")) {
+        self[n] = '\0';
+        execv(self, argv);
     }
     execv("/proc/self/exe", argv);
     LOG_W("event=blas_reexec_failed reason=\"execv: %s\"", strerror(errno));

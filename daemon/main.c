@@ -33,6 +33,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -817,6 +818,10 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? 0 : 1;
     signal(SIGPIPE, SIG_IGN);
+    /* ps, top, pgrep and journald's _COMM show "lorad" whatever the binary
+     * is called (SPEC 8); threads started later inherit it until they are
+     * named for what they do. */
+    (void)prctl(PR_SET_NAME, "lorad", 0, 0, 0);
     keep_freed_weights();
     struct lorad_server srv;
     static struct lifecycle lc;
