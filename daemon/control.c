@@ -7,9 +7,14 @@
  * then statewrite_enqueue(), which answers the request once the new state
  * is on disk (statewrite.h).
  *
- * A /swap is "in progress" from the moment it is accepted until its state
- * write completed, so at most one version-issuing commit is ever in flight
- * (the state file's version floor depends on it, lib/statefile.h).
+ * Slots: every call takes "slot" (default "default") and acts on it
+ * alone; its answer carries "slot". A /swap is "in progress" in its slot
+ * from the moment it is accepted until its state write completed (a second
+ * /swap there is swap_in_progress); swaps in different slots stage in
+ * parallel. Their commits are serialised: a staged swap whose turn has not
+ * come waits in `ready` until the version-issuing commit before it is on
+ * disk, so at most one version-issuing commit is ever in flight (the state
+ * file's version floor depends on it, lib/statefile.h).
  */
 #include "control.h"
 
@@ -27,6 +32,7 @@
 #include "log.h"
 #include "lorad.h"
 #include "metrics.h"
+#include "status.h"
 #include "statewrite.h"
 #include "systemd.h"
 
@@ -36,10 +42,12 @@ struct stage_job {
     struct lorad_server *srv;
     struct http_request *r;
     char name[SNAPSHOT_NAME_MAX + 1];
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    struct stage_job *next; /* in control's ready queue */
     char sha256[65];
     bool has_sha256;
     int canary_bp;               /* -1: becomes stable */
-    struct profile *profile;     /* duplicate of srv->profile */
+    struct profile *profile;     /* duplicate of the slot's profile (or the config's) */
     struct snapshot *snap;       /* out */
     struct profile *profile_out; /* out: completed profile or NULL */
     int rc;
@@ -48,8 +56,12 @@ struct stage_job {
 };
 
 struct control {
-    bool swap_busy;  /* a /swap is staging or being written */
+    char (*busy)[SERVING_SLOT_NAME_MAX + 1]; /* slots with a /swap staging or being written */
+    size_t nbusy, cap;
     unsigned stages; /* staging jobs in the threadpool */
+    bool committing; /* a version-issuing commit waits for its write */
+    char committing_slot[SERVING_SLOT_NAME_MAX + 1]; /* its slot */
+    struct stage_job *ready, *ready_tail;            /* staged, waiting for their commit */
     struct control_swaps swaps;
 };
 
@@ -64,6 +76,8 @@ int control_init(struct lorad_server *srv, struct lorad_error *err)
 
 void control_free(struct lorad_server *srv)
 {
+    if (srv->control)
+        free(srv->control->busy);
     free(srv->control);
     srv->control = NULL;
 }
@@ -71,7 +85,50 @@ void control_free(struct lorad_server *srv)
 bool control_idle(const struct lorad_server *srv)
 {
     const struct control *c = srv->control;
-    return !c || (!c->swap_busy && c->stages == 0);
+    return !c || (c->nbusy == 0 && c->stages == 0);
+}
+
+/* ---- per-slot swap bookkeeping ---- */
+
+static bool slot_busy(const struct control *c, const char *slot)
+{
+    for (size_t i = 0; i < c->nbusy; i++)
+        if (strcmp(c->busy[i], slot) == 0)
+            return true;
+    return false;
+}
+
+static int slot_busy_add(struct control *c, const char *slot)
+{
+    if (c->nbusy == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 8;
+        void *n = realloc(c->busy, ncap * sizeof(c->busy[0]));
+        if (!n)
+            return -1;
+        c->busy = n;
+        c->cap = ncap;
+    }
+    snprintf(c->busy[c->nbusy++], sizeof(c->busy[0]), "%s", slot);
+    return 0;
+}
+
+static void slot_busy_del(struct control *c, const char *slot)
+{
+    for (size_t i = 0; i < c->nbusy; i++)
+        if (strcmp(c->busy[i], slot) == 0) {
+            memmove(&c->busy[i], &c->busy[i + 1], (c->nbusy - i - 1) * sizeof(c->busy[0]));
+            c->nbusy--;
+            return;
+        }
+}
+
+/* Slots that do not exist yet but have a /swap staging (they will). */
+static size_t slots_pending(const struct lorad_server *srv)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < srv->control->nbusy; i++)
+        n += serving_slot_get(srv->serving, srv->control->busy[i]) == NULL;
+    return n;
 }
 
 const struct control_swaps *control_swaps(const struct lorad_server *srv)
@@ -149,6 +206,26 @@ fail:
     return err->code;
 }
 
+/* The body's "slot" into slot (absent: "default"): a string that follows
+ * the adapter name rule, else 400 invalid_request. */
+static int body_slot(const cJSON *body, char *slot, size_t len, struct lorad_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "slot");
+    if (!v) {
+        snprintf(slot, len, "%s", SERVING_DEFAULT_SLOT);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST, "\"slot\" must be a string");
+    if (!serving_slot_name_valid(v->valuestring))
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
+                               "slot name \"%.130s\" does not match "
+                               "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                               v->valuestring);
+    snprintf(slot, len, "%s", v->valuestring);
+    return 0;
+}
+
 /* A percent in [0, 100] as basis points (rounded to 0.01). */
 static int parse_percent(const cJSON *v, const char *key, int *bp, struct lorad_error *err)
 {
@@ -164,11 +241,13 @@ static int parse_percent(const cJSON *v, const char *key, int *bp, struct lorad_
 
 /* The answer of every commit (SPEC 6 /swap): adapter, version, variant,
  * generation, previous, [stage_ms,] commit_us. */
-static cJSON *commit_answer(const struct serving_commit *c, bool with_stage, double stage_ms)
+static cJSON *commit_answer(const char *slot, const struct serving_commit *c, bool with_stage,
+                            double stage_ms)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
+    cJSON_AddStringToObject(o, "slot", slot);
     if (c->now)
         cJSON_AddStringToObject(o, "adapter", c->now->name);
     else
@@ -204,11 +283,12 @@ static void control_notify_status(struct lorad_server *srv)
         (unsigned long long)(v->stable ? v->stable->version : 0), v->canary ? " canary=on" : "");
 }
 
-/* After a commit: the answer, given once the state is on disk. */
+/* After a commit in `slot`: the answer, given once the state is on disk. */
 static void control_durable(struct http_request *r, cJSON *answer, const char *what,
-                            void (*answered)(struct lorad_server *srv))
+                            const char *slot, void (*answered)(struct lorad_server *srv))
 {
     struct statewrite_reply y = {r, answer, what, answered};
+    (void)slot;
     statewrite_enqueue(r->srv, &y);
 }
 
@@ -265,10 +345,32 @@ static void stage_job_free(struct stage_job *j)
     free(j);
 }
 
-/* The /swap's state write was answered: another swap may begin. */
+static void stage_commit(struct stage_job *j);
+static void stage_job_free(struct stage_job *j);
+
+/* Commits the staged swaps waiting in `ready`, one version-issuing commit
+ * in flight at a time. */
+static void commit_next(struct lorad_server *srv)
+{
+    struct control *c = srv->control;
+    while (!c->committing && c->ready) {
+        struct stage_job *j = c->ready;
+        c->ready = j->next;
+        if (!c->ready)
+            c->ready_tail = NULL;
+        stage_commit(j);
+        stage_job_free(j);
+    }
+}
+
+/* The committed /swap's state write was answered: its slot may take
+ * another swap, and the next staged one may commit. */
 static void swap_ended(struct lorad_server *srv)
 {
-    srv->control->swap_busy = false;
+    struct control *c = srv->control;
+    slot_busy_del(c, c->committing_slot);
+    c->committing = false;
+    commit_next(srv);
 }
 
 /* Commits a staged snapshot: one pointer flip, then the state write. */
@@ -279,30 +381,32 @@ static void stage_commit(struct stage_job *j)
     struct lorad_error err = {0};
     double stage_ms = j->snap->stage_ms > 0 ? j->snap->stage_ms : j->stage_ms;
     struct snapshot *snap = j->snap;
-    j->snap = NULL; /* serving_swap owns it from here, on failure too */
-    if (serving_swap(srv->serving, snap, j->canary_bp, &c, &err) < 0) {
-        srv->control->swap_busy = false;
+    j->snap = NULL; /* serving_slot_swap owns it from here, on failure too */
+    if (serving_slot_swap(srv->serving, j->slot, snap, j->canary_bp, &c, &err) < 0) {
+        slot_busy_del(srv->control, j->slot);
         swap_fail(j->r, j->name, &err);
         return;
     }
     if (j->profile_out) {
-        profile_free(&srv->profile);
-        srv->profile = j->profile_out;
+        serving_slot_set_profile(srv->serving, j->slot, j->profile_out);
         j->profile_out = NULL;
     }
     swap_record(srv, c.now->name, true, c.now->version, 0);
     metrics_record_swap(srv->metrics, true, stage_ms, c.commit_us);
     if (c.variant == SERVING_CANARY)
-        metrics_reset_evidence(srv->metrics);
-    LOG_I("event=swap adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
+        metrics_reset_evidence(srv->metrics, j->slot);
+    LOG_I("event=swap slot=%s adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
           "commit_us=%.3f",
-          c.now->name, (unsigned long long)c.now->version, serving_variant_name(c.variant),
+          j->slot, c.now->name, (unsigned long long)c.now->version, serving_variant_name(c.variant),
           (unsigned long long)c.generation, stage_ms, c.commit_us);
     control_notify_status(srv);
-    cJSON *ans = commit_answer(&c, true, stage_ms);
+    cJSON *ans = commit_answer(j->slot, &c, true, stage_ms);
     if (ans && c.variant == SERVING_CANARY)
         cJSON_AddNumberToObject(ans, "percent", j->canary_bp / 100.0);
-    control_durable(j->r, ans, "swap", swap_ended);
+    /* the slot stays busy until its write is answered (swap_ended) */
+    srv->control->committing = true;
+    snprintf(srv->control->committing_slot, sizeof(srv->control->committing_slot), "%s", j->slot);
+    control_durable(j->r, ans, "swap", j->slot, swap_ended);
 }
 
 static void stage_done(uv_work_t *work, int status)
@@ -315,23 +419,32 @@ static void stage_done(uv_work_t *work, int status)
         j->rc = lorad_error_set(&j->err, LORAD_E_INTERNAL, "staging was cancelled");
     }
     if (j->rc < 0) {
-        srv->control->swap_busy = false;
+        slot_busy_del(srv->control, j->slot);
         swap_fail(j->r, j->name, &j->err);
-    } else {
-        stage_commit(j);
+        stage_job_free(j);
+        return;
     }
-    stage_job_free(j);
+    /* committed in staging-completion order, one version-issuing commit
+     * in flight at a time */
+    if (srv->control->ready_tail)
+        srv->control->ready_tail->next = j;
+    else
+        srv->control->ready = j;
+    srv->control->ready_tail = j;
+    commit_next(srv);
 }
 
 /* Reads /swap's body into the job; 0 or the error to answer. */
 static int swap_parse(struct http_request *r, struct stage_job *j, const char **name,
                       struct lorad_error *err)
 {
-    static const char *const keys[] = {"adapter", "canary_percent", "sha256", NULL};
+    static const char *const keys[] = {"adapter", "canary_percent", "sha256", "slot", NULL};
     cJSON *body = NULL;
     int rc = parse_body(r, keys, false, &body, err);
     if (rc < 0)
         return rc;
+    if ((rc = body_slot(body, j->slot, sizeof(j->slot), err)) < 0)
+        goto out;
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(body, "adapter");
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "canary_percent");
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(body, "sha256");
@@ -383,27 +496,48 @@ void control_swap(struct http_request *r)
     j->r = r;
     if (swap_parse(r, j, &name, &err) < 0)
         goto fail;
-    if (c->swap_busy) {
+    const struct serving_slot *sl = serving_slot_get(srv->serving, j->slot);
+    if (slot_busy(c, j->slot)) {
         lorad_error_set(&err, LORAD_E_SWAP_IN_PROGRESS,
-                        "another swap is being staged or written; retry when it is answered");
+                        "another swap in slot %s is being staged or written; retry when it is "
+                        "answered",
+                        j->slot);
         goto fail;
     }
-    if (serving_current(srv->serving)->canary) {
+    if (sl && serving_slot_canary(sl, NULL)) {
         lorad_error_set(&err, LORAD_E_CANARY_ACTIVE,
-                        "a canary is live; promote it or roll it back before another swap");
+                        "a canary is live in slot %s; promote it or roll it back before another "
+                        "swap",
+                        j->slot);
         goto fail;
     }
-    if (srv->profile && !(j->profile = profile_dup(srv->profile))) {
+    if (!sl &&
+        serving_slot_count(srv->serving) + slots_pending(srv) >= serving_max_slots(srv->serving)) {
+        lorad_error_set(&err, LORAD_E_TOO_MANY_SLOTS,
+                        "%zu slots exist or are being created, the limit (max_slots) is %zu: "
+                        "unload one first",
+                        serving_slot_count(srv->serving) + slots_pending(srv),
+                        serving_max_slots(srv->serving));
+        goto fail;
+    }
+    const struct profile *sp = sl ? serving_slot_profile(sl) : NULL;
+    if (!sp)
+        sp = srv->profile; /* a slot's first adapter: the configured limits */
+    if (sp && !(j->profile = profile_dup(sp))) {
+        lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
+        goto fail;
+    }
+    if (slot_busy_add(c, j->slot) < 0) {
         lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
     j->work.data = j;
     int rc = uv_queue_work(srv->loop, &j->work, stage_work, stage_done);
     if (rc < 0) {
+        slot_busy_del(c, j->slot);
         lorad_error_set(&err, LORAD_E_INTERNAL, "uv_queue_work: %s", uv_strerror(rc));
         goto fail;
     }
-    c->swap_busy = true;
     c->stages++;
     return;
 fail:
@@ -416,13 +550,14 @@ fail:
 
 void control_rollback(struct http_request *r)
 {
-    static const char *const keys[] = {"version", NULL};
+    static const char *const keys[] = {"version", "slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
     struct serving_commit c;
     cJSON *body = NULL;
     uint64_t version = 0;
-    if (parse_body(r, keys, true, &body, &err) < 0)
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, true, &body, &err) < 0 || body_slot(body, slot, sizeof(slot), &err) < 0)
         goto fail;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "version");
     if (v) {
@@ -435,18 +570,18 @@ void control_rollback(struct http_request *r)
         }
         version = (uint64_t)d;
     }
-    if (serving_rollback(srv->serving, v ? &version : NULL, &c, &err) < 0)
+    if (serving_slot_rollback(srv->serving, slot, v ? &version : NULL, &c, &err) < 0)
         goto fail;
     metrics_record_rollback(srv->metrics, c.commit_us);
-    LOG_I("event=rollback adapter=%s version=%llu generation=%llu previous=%s "
+    LOG_I("event=rollback slot=%s adapter=%s version=%llu generation=%llu previous=%s "
           "previous_version=%llu commit_us=%.3f",
-          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
+          slot, c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
           (unsigned long long)c.generation,
           c.has_previous && c.previous_adapter[0] ? c.previous_adapter : "null",
           (unsigned long long)c.previous_version, c.commit_us);
     control_notify_status(srv);
     cJSON_Delete(body);
-    control_durable(r, commit_answer(&c, false, 0), "rollback", NULL);
+    control_durable(r, commit_answer(slot, &c, false, 0), "rollback", slot, NULL);
     return;
 fail:
     cJSON_Delete(body);
@@ -456,13 +591,15 @@ fail:
 
 void control_canary(struct http_request *r)
 {
-    static const char *const keys[] = {"percent", NULL};
+    static const char *const keys[] = {"percent", "slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
     struct serving_commit c;
     cJSON *body = NULL;
     int bp = 0;
-    if (parse_body(r, keys, false, &body, &err) < 0)
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, false, &body, &err) < 0 ||
+        body_slot(body, slot, sizeof(slot), &err) < 0)
         goto fail;
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "percent");
     if (!p) {
@@ -470,16 +607,16 @@ void control_canary(struct http_request *r)
         goto fail;
     }
     if (parse_percent(p, "percent", &bp, &err) < 0 ||
-        serving_set_canary(srv->serving, bp, &c, &err) < 0)
+        serving_slot_set_canary(srv->serving, slot, bp, &c, &err) < 0)
         goto fail;
-    LOG_I("event=canary adapter=%s version=%llu percent=%.2f generation=%llu",
+    LOG_I("event=canary slot=%s adapter=%s version=%llu percent=%.2f generation=%llu", slot,
           c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
           bp / 100.0, (unsigned long long)c.generation);
     cJSON_Delete(body);
-    cJSON *ans = commit_answer(&c, false, 0);
+    cJSON *ans = commit_answer(slot, &c, false, 0);
     if (ans)
         cJSON_AddNumberToObject(ans, "percent", bp / 100.0);
-    control_durable(r, ans, "canary change", NULL);
+    control_durable(r, ans, "canary change", slot, NULL);
     return;
 fail:
     cJSON_Delete(body);
@@ -488,20 +625,79 @@ fail:
 
 void control_promote(struct http_request *r)
 {
-    static const char *const keys[] = {NULL};
+    static const char *const keys[] = {"slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
     struct serving_commit c;
     cJSON *body = NULL;
-    if (parse_body(r, keys, true, &body, &err) < 0 || serving_promote(srv->serving, &c, &err) < 0)
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, true, &body, &err) < 0 ||
+        body_slot(body, slot, sizeof(slot), &err) < 0 ||
+        serving_slot_promote(srv->serving, slot, &c, &err) < 0)
         goto fail;
-    LOG_I("event=promote adapter=%s version=%llu generation=%llu", c.now ? c.now->name : "null",
-          (unsigned long long)(c.now ? c.now->version : 0), (unsigned long long)c.generation);
+    LOG_I("event=promote slot=%s adapter=%s version=%llu generation=%llu", slot,
+          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
+          (unsigned long long)c.generation);
     control_notify_status(srv);
     cJSON_Delete(body);
-    control_durable(r, commit_answer(&c, false, 0), "promote", NULL);
+    control_durable(r, commit_answer(slot, &c, false, 0), "promote", slot, NULL);
     return;
 fail:
     cJSON_Delete(body);
+    http_respond_error(r, err.code, "%s", err.msg);
+}
+
+/* ---- /unload ---- */
+
+void control_unload(struct http_request *r)
+{
+    static const char *const keys[] = {"slot", NULL};
+    struct lorad_server *srv = r->srv;
+    struct lorad_error err = {0};
+    struct serving_commit c;
+    cJSON *body = NULL, *ans = NULL;
+    char slot[SERVING_SLOT_NAME_MAX + 1] = "";
+    const struct serving_slot *sl;
+    if (parse_body(r, keys, true, &body, &err) < 0 || body_slot(body, slot, sizeof(slot), &err) < 0)
+        goto fail;
+    if (strcmp(slot, SERVING_DEFAULT_SLOT) == 0) {
+        lorad_error_set(&err, LORAD_E_DEFAULT_SLOT,
+                        "slot default cannot be unloaded; roll it back to version 0 instead");
+        goto fail;
+    }
+    if (!(sl = serving_slot_get(srv->serving, slot))) {
+        lorad_error_set(&err, LORAD_E_SLOT_NOT_FOUND, "no slot \"%s\"", slot);
+        goto fail;
+    }
+    if (slot_busy(srv->control, slot)) {
+        lorad_error_set(&err, LORAD_E_SWAP_IN_PROGRESS,
+                        "a swap in slot %s is being staged or written; unload it once that swap "
+                        "is answered",
+                        slot);
+        goto fail;
+    }
+    /* what it served, read before the slot goes */
+    if (!(ans = status_slot_json(srv, sl))) {
+        lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
+        goto fail;
+    }
+    if (serving_slot_unload(srv->serving, slot, &c, &err) < 0)
+        goto fail;
+    metrics_forget_slot(srv->metrics, slot);
+    LOG_I("event=unload slot=%s adapter=%s version=%llu generation=%llu commit_us=%.3f", slot,
+          c.previous_adapter[0] ? c.previous_adapter : "null",
+          (unsigned long long)c.previous_version, (unsigned long long)c.generation, c.commit_us);
+    cJSON_DeleteItemFromObjectCaseSensitive(ans, "requests");
+    cJSON_AddStringToObject(ans, "slot", slot);
+    cJSON_AddBoolToObject(ans, "unloaded", true);
+    cJSON_AddNumberToObject(ans, "generation", (double)c.generation);
+    cJSON_AddNumberToObject(ans, "commit_us", round(c.commit_us * 1000.0) / 1000.0);
+    cJSON_Delete(body);
+    control_durable(r, ans, "unload", slot, NULL);
+    return;
+fail:
+    cJSON_Delete(ans);
+    cJSON_Delete(body);
+    LOG_I("event=unload_refused slot=%s code=%s", slot[0] ? slot : "?", lorad_err_name(err.code));
     http_respond_error(r, err.code, "%s", err.msg);
 }

@@ -1,8 +1,9 @@
 /* lorad — batch.c: one batch of /infer jobs (see batch.h).
  *
  * Design: four passes over the jobs, each job visited once per pass:
- * parse (job->req), route (job->variant), then one group per variant: its
- * jobs' rows are copied into one buffer, the forward pass runs over it in
+ * parse (job->req), route (job->slot_name, job->variant, job->snap), then
+ * one group per distinct snapshot (of any slot and variant): its jobs'
+ * rows are copied into one buffer, the forward pass runs over it in
  * chunks of forward_scratch_max_rows() rows, and each job's answer is
  * written from its slice of the outputs. A job leaves the batch as soon as
  * it fails (job->code < 0); the passes after skip it. Every job that
@@ -101,23 +102,62 @@ static void job_parse(struct batch_job *j, const struct model *m, const struct b
     j->rows = rc == 0 ? j->req.rows : 0;
 }
 
-/* Pass 2: routes a parsed job under view v; a pin wins over a route key. */
-static void job_route(struct batch_job *j, struct serving *s, const struct serving_view *v)
+/* The job's slot under view v (NULL: failed). */
+static const struct serving_slot_view *job_slot(struct batch_job *j, const struct serving_view *v)
+{
+    const char *name = j->req.slot ? j->req.slot : j->slot;
+    size_t len = j->req.slot ? j->req.slot_len : j->slot_len;
+    const struct serving_slot_view *sv;
+    char buf[SERVING_SLOT_NAME_MAX + 1];
+    if (!name)
+        return v->dflt;
+    if (len > SERVING_SLOT_NAME_MAX || memchr(name, '\0', len)) {
+        lorad_error_set(&j->err, LORAD_E_INVALID_REQUEST,
+                        "slot name does not match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+        j->code = LORAD_E_INVALID_REQUEST;
+        return NULL;
+    }
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    if (!serving_slot_name_valid(buf)) {
+        lorad_error_set(&j->err, LORAD_E_INVALID_REQUEST,
+                        "slot name \"%.130s\" does not match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                        buf);
+        j->code = LORAD_E_INVALID_REQUEST;
+        return NULL;
+    }
+    if (!(sv = serving_view_slot(v, buf, len))) {
+        lorad_error_set(&j->err, LORAD_E_SLOT_NOT_FOUND, "no slot \"%s\"", buf);
+        j->code = LORAD_E_SLOT_NOT_FOUND;
+    }
+    return sv;
+}
+
+/* Pass 2: routes a parsed job under view v: its slot, then a pin wins
+ * over a route key. */
+static void job_route(struct batch_job *j, const struct serving_view *v)
 {
     int pin = j->req.pin != INFERBODY_PIN_NONE ? j->req.pin : j->pin;
     const char *key = j->req.route_key ? j->req.route_key : j->route_key;
     size_t keylen = j->req.route_key ? j->req.route_key_len : j->route_key_len;
-    if (pin == SERVING_CANARY && !v->canary)
+    const struct serving_slot_view *sv = job_slot(j, v);
+    if (!sv)
+        return;
+    if (pin == SERVING_CANARY && !sv->canary) {
         job_fail(j, LORAD_E_NO_CANARY, "variant \"canary\" requested but no canary is live");
-    else if (pin == SERVING_CANARY || pin == SERVING_STABLE)
+        return;
+    }
+    if (pin == SERVING_CANARY || pin == SERVING_STABLE)
         j->variant = (enum serving_variant)pin;
     else
-        j->variant = serving_route(s, v, key, keylen);
+        j->variant = serving_route_slot(sv, key, keylen);
+    j->snap = j->variant == SERVING_CANARY ? sv->canary : sv->stable;
+    snprintf(j->slot_name, sizeof(j->slot_name), "%s", sv->name);
 }
 
-static bool in_group(const struct batch_job *j, enum serving_variant var)
+static bool in_group(const struct batch_job *j, const struct snapshot *snap)
 {
-    return j->code == 0 && j->variant == var;
+    return j->code == 0 && j->snap == snap;
 }
 
 /* Pass 4: job j's answer from its outputs y, as served by snap. */
@@ -132,6 +172,7 @@ static void job_answer(struct batch_job *j, const struct model *m, const struct 
         .adapter = snap ? snap->name : NULL,
         .version = snap ? snap->version : 0,
         .variant = j->variant,
+        .slot = j->slot_name,
     };
     int rc = j->binary ? inferbody_write_binary(&a, &j->resp, &j->resp_len, &j->nonfinite_rows)
                        : inferbody_write_json(&a, &j->resp, &j->resp_len, &j->nonfinite_rows);
@@ -144,29 +185,28 @@ static void job_answer(struct batch_job *j, const struct model *m, const struct 
     j->resp_type = j->binary ? "application/octet-stream" : "application/json";
 }
 
-/* Pass 3 and 4 for the jobs routed to `var`: one forward over their rows. */
-static void run_group(const struct model *m, const struct serving_view *v, enum serving_variant var,
+/* Pass 3 and 4 for the jobs served by `snap`: one forward over their rows. */
+static void run_group(const struct model *m, const struct snapshot *snap,
                       const struct batch_params *p, struct batch_job *const *jobs, size_t n,
                       struct batch_scratch *sc)
 {
-    const struct snapshot *snap = var == SERVING_CANARY ? v->canary : v->stable;
     size_t width = (size_t)m->in_features, outw = (size_t)m->out_features;
     size_t total = 0, off = 0, i;
     int chunk;
 
     for (i = 0; i < n; i++)
-        if (in_group(jobs[i], var))
+        if (in_group(jobs[i], snap))
             total += (size_t)jobs[i]->req.rows;
     if (total == 0)
         return;
     if (!sc || scratch_rows(sc, total) != 0 || scratch_forward(sc, snap) != 0) {
         for (i = 0; i < n; i++)
-            if (in_group(jobs[i], var))
+            if (in_group(jobs[i], snap))
                 job_fail(jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
         return;
     }
     for (i = 0; i < n; i++) {
-        if (!in_group(jobs[i], var))
+        if (!in_group(jobs[i], snap))
             continue;
         memcpy(sc->x + off * width, jobs[i]->req.x, (size_t)jobs[i]->req.rows * width * 4);
         off += (size_t)jobs[i]->req.rows;
@@ -179,7 +219,7 @@ static void run_group(const struct model *m, const struct serving_view *v, enum 
             p->on_forward(p->arg, rows);
     }
     for (i = off = 0; i < n; i++) {
-        if (!in_group(jobs[i], var))
+        if (!in_group(jobs[i], snap))
             continue;
         job_answer(jobs[i], m, snap, sc->y + off * outw);
         off += (size_t)jobs[i]->req.rows;
@@ -191,6 +231,7 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
 {
     const struct serving_view *v;
     size_t i;
+    int groups = 0;
 
     for (i = 0; i < n; i++) {
         struct batch_job *j = jobs[i];
@@ -201,15 +242,27 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
         j->adapter[0] = '\0';
         j->version = 0;
         j->variant = SERVING_STABLE;
+        j->slot_name[0] = '\0';
+        j->snap = NULL;
         j->nonfinite_rows = 0;
         job_parse(j, m, p);
     }
     v = serving_read(s); /* once per batch */
     for (i = 0; i < n; i++)
         if (jobs[i]->code == 0)
-            job_route(jobs[i], s, v);
-    run_group(m, v, SERVING_STABLE, p, jobs, n, sc);
-    run_group(m, v, SERVING_CANARY, p, jobs, n, sc);
+            job_route(jobs[i], v);
+    /* one group per distinct snapshot, in the order of their first job */
+    for (i = 0; i < n; i++) {
+        bool first = jobs[i]->code == 0;
+        for (size_t k = 0; first && k < i; k++)
+            first = !(jobs[k]->snap == jobs[i]->snap && jobs[k]->slot_name[0]);
+        if (first) {
+            run_group(m, jobs[i]->snap, p, jobs, n, sc);
+            groups++;
+        }
+    }
+    if (p->on_snapshots && groups > 0)
+        p->on_snapshots(p->arg, groups);
     for (i = 0; i < n; i++)
         inferbody_req_free(&jobs[i]->req); /* the rows are no longer needed */
 }

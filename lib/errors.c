@@ -36,6 +36,10 @@ static const char *const err_names[] = {
     [-LORAD_E_INTERNAL] = "internal",
     [-LORAD_E_INVALID_MODEL] = "invalid_model",
     [-LORAD_E_INVALID_CONFIG] = "invalid_config",
+    [-LORAD_E_SLOT_NOT_FOUND] = "slot_not_found",
+    [-LORAD_E_TOO_MANY_SLOTS] = "too_many_slots",
+    [-LORAD_E_MEMORY_LIMIT] = "memory_limit",
+    [-LORAD_E_DEFAULT_SLOT] = "default_slot",
 };
 
 const char *lorad_err_name(int code)

@@ -55,6 +55,11 @@ enum lorad_err {
     /* Start-up only (never sent over HTTP): bad model directory or config. */
     LORAD_E_INVALID_MODEL = -28,
     LORAD_E_INVALID_CONFIG = -29,
+    /* Slots (SPEC 1, 6): 404, 409, 409, 409. */
+    LORAD_E_SLOT_NOT_FOUND = -31,
+    LORAD_E_TOO_MANY_SLOTS = -32,
+    LORAD_E_MEMORY_LIMIT = -33,
+    LORAD_E_DEFAULT_SLOT = -34,
 };
 
 #define LORAD_ERROR_MSG_MAX 512
