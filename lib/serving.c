@@ -25,6 +25,19 @@
  * grace period). A thread that already is a registered reader keeps its
  * state. serving_free() unregisters a lazily registered writer.
  *
+ * Two-phase commits (durable before visible, SPEC 8): after
+ * serving_hold(), the next change runs steps (1) and the bookkeeping half
+ * of (2) but stops before publishing: `pend` keeps the new view, the
+ * retire record (what leaves the state) and, in `books`, a copy of every
+ * slot's bookkeeping and of the counters as they were. Until it is
+ * published the writer-side accessors answer from that copy, so nothing
+ * but the persisted accessors (serving_persisted*) sees the change.
+ * serving_pending_publish() flips; serving_pending_finish() retires what
+ * left; serving_pending_undo() (after the flip) and
+ * serving_pending_abort() (before it) put the old bookkeeping back and
+ * retire instead what only the change brought in (the snapshot a swap
+ * entered, a slot it created).
+ *
  * Memory accounting: `resident` is the sum of snap->bytes over every
  * snapshot of every slot, kept by acct_in()/acct_out() at each entry and
  * exit. Each history entry carries the sequence number of its retirement
@@ -69,8 +82,33 @@ struct retired {
     struct snapshot *snaps[]; /* snapshots that left the state */
 };
 
+/* The writer's bookkeeping as it was before a held change. */
+struct books_slot {
+    struct serving_slot *obj; /* the slot object */
+    struct serving_slot copy; /* its fields then (history/hseq: books' buffers) */
+};
+struct books {
+    struct books_slot *slots; /* [nslots], name order */
+    size_t nslots, cap;
+    struct snapshot **hbuf; /* [cap * history_max] */
+    uint64_t *sbuf;
+    size_t dflt; /* index of default */
+    uint64_t generation, next_version, resident, retire_seq;
+};
+
+enum pend_state { PEND_NONE = 0, PEND_HELD, PEND_PUBLISHED };
+
 struct serving {
     struct serving_view *view; /* RCU-published; readers use serving_read() */
+    bool hold;                 /* the next change stays pending */
+    struct {
+        enum pend_state state;
+        struct serving_view *view;    /* HELD: the new view; PUBLISHED: the old one */
+        struct retired *r;            /* what the change retires when it stands */
+        struct snapshot *entered;     /* a swap's new snapshot (undo frees it) */
+        struct serving_slot *created; /* a slot the change created (undo frees it) */
+    } pend;
+    struct books books; /* the state before a held change */
     /* Writer-only bookkeeping, mirrors the view with owning pointers. */
     struct serving_slot **slots; /* [cap], nslots sorted by name */
     size_t nslots, cap;
@@ -276,12 +314,17 @@ static void view_fill(const struct serving *s, struct serving_view *v)
  * a retire record for up to `cap` snapshots, so nothing can fail after the
  * state changes. LORAD_E_INTERNAL ("<what>: out of memory") with nothing
  * allocated. */
-static int commit_alloc(size_t nslots, size_t cap, const char *what, struct serving_view **v,
-                        struct retired **r, struct lorad_error *err)
+static int books_save(struct serving *s);
+
+static int commit_alloc(struct serving *s, size_t nslots, size_t cap, const char *what,
+                        struct serving_view **v, struct retired **r, struct lorad_error *err)
 {
+    if (s->pend.state != PEND_NONE)
+        return lorad_error_set(err, LORAD_E_SWAP_IN_PROGRESS,
+                               "%s: another change is not yet published", what);
     *v = view_alloc(nslots);
-    *r = retired_new(cap);
-    if (*v && *r)
+    *r = retired_new(cap < 2 ? 2 : cap); /* undo may retire a swap's snapshot */
+    if (*v && *r && (!s->hold || books_save(s) == 0))
         return 0;
     free(*v);
     free(*r);
@@ -303,6 +346,15 @@ static struct serving_view *serving_publish(struct serving *s, struct serving_vi
 static void commit_finish(struct serving *s, struct serving_view *v, struct retired *r)
 {
     view_fill(s, v);
+    if (s->hold) {
+        s->hold = false;
+        s->pend.view = v;
+        s->pend.r = r;
+        s->pend.state = PEND_HELD;
+        return;
+    }
+    s->pend.entered = NULL;
+    s->pend.created = NULL;
     r->view = serving_publish(s, v);
     retire(r);
 }
@@ -414,6 +466,78 @@ static bool bp_valid(int bp)
     return bp >= 0 && bp <= SERVING_BP_MAX;
 }
 
+/* ---- two-phase commits: the saved bookkeeping ---- */
+
+/* Copies every slot's bookkeeping and the counters into s->books (room
+ * grown as needed): -1 on out-of-memory, nothing changed. */
+static int books_save(struct serving *s)
+{
+    struct books *b = &s->books;
+    size_t hm = s->history_max ? s->history_max : 1;
+    if (b->cap < s->nslots) {
+        size_t ncap = s->nslots * 2;
+        struct books_slot *ns = realloc(b->slots, ncap * sizeof(*ns));
+        if (!ns)
+            return -1;
+        b->slots = ns;
+        struct snapshot **nh = realloc(b->hbuf, ncap * hm * sizeof(*nh));
+        if (!nh)
+            return -1;
+        b->hbuf = nh;
+        uint64_t *nsq = realloc(b->sbuf, ncap * hm * sizeof(*nsq));
+        if (!nsq)
+            return -1;
+        b->sbuf = nsq;
+        b->cap = ncap;
+    }
+    for (size_t i = 0; i < s->nslots; i++) {
+        struct serving_slot *sl = s->slots[i];
+        struct books_slot *bs = &b->slots[i];
+        bs->obj = sl;
+        bs->copy = *sl; /* the counter is copied too: readers use the object's */
+        bs->copy.history = b->hbuf + i * hm;
+        bs->copy.hseq = b->sbuf + i * hm;
+        memcpy(bs->copy.history, sl->history, sl->nhistory * sizeof(sl->history[0]));
+        memcpy(bs->copy.hseq, sl->hseq, sl->nhistory * sizeof(sl->hseq[0]));
+        if (sl == s->dflt)
+            b->dflt = i;
+    }
+    b->nslots = s->nslots;
+    b->generation = s->generation;
+    b->next_version = s->next_version;
+    b->resident = s->resident;
+    b->retire_seq = s->retire_seq;
+    return 0;
+}
+
+/* Puts the saved bookkeeping back (the slots array holds at least as many
+ * entries as it did then). */
+static void books_load(struct serving *s)
+{
+    struct books *b = &s->books;
+    for (size_t i = 0; i < b->nslots; i++) {
+        struct serving_slot *sl = b->slots[i].obj;
+        const struct serving_slot *c = &b->slots[i].copy;
+        s->slots[i] = sl;
+        sl->stable = c->stable;
+        sl->canary = c->canary;
+        sl->canary_bp = c->canary_bp;
+        sl->nhistory = c->nhistory;
+        memcpy(sl->history, c->history, c->nhistory * sizeof(sl->history[0]));
+        memcpy(sl->hseq, c->hseq, c->nhistory * sizeof(sl->hseq[0]));
+    }
+    s->nslots = b->nslots;
+    s->generation = b->generation;
+    s->next_version = b->next_version;
+    s->resident = b->resident;
+    s->retire_seq = b->retire_seq;
+}
+
+static bool held(const struct serving *s)
+{
+    return s->pend.state == PEND_HELD;
+}
+
 /* ---- life cycle ---- */
 
 struct serving *serving_new(int history_max)
@@ -467,6 +591,8 @@ void serving_free(struct serving **sp)
         return;
     s = *sp;
     *sp = NULL;
+    serving_pending_finish(s); /* a published change stays */
+    serving_pending_abort(s);  /* a held one never was */
     /* Readers have unregistered (contract); the grace period and the
      * barrier make sure nothing retired or published is still in use. */
     synchronize_rcu();
@@ -475,6 +601,9 @@ void serving_free(struct serving **sp)
     for (size_t i = 0; i < s->nslots; i++)
         slot_free_all(s->slots[i]);
     free(s->slots);
+    free(s->books.slots);
+    free(s->books.hbuf);
+    free(s->books.sbuf);
     free(s->view);
     free(s);
     if (tls_reg == REG_WRITER) {
@@ -498,17 +627,17 @@ const struct serving_view *serving_current(const struct serving *s)
 
 size_t serving_history_len(const struct serving *s)
 {
-    return s->dflt->nhistory;
+    return serving_slot_history_len(serving_slot_get(s, NULL));
 }
 
 const struct snapshot *serving_history_at(const struct serving *s, size_t i)
 {
-    return serving_slot_history_at(s->dflt, i);
+    return serving_slot_history_at(serving_slot_get(s, NULL), i);
 }
 
 uint64_t serving_next_version(const struct serving *s)
 {
-    return s->next_version;
+    return held(s) ? s->books.next_version : s->next_version;
 }
 
 size_t serving_history_max(const struct serving *s)
@@ -518,17 +647,143 @@ size_t serving_history_max(const struct serving *s)
 
 const struct serving_slot *serving_slot_get(const struct serving *s, const char *name)
 {
-    return slot_find(s, name);
+    if (!held(s))
+        return slot_find(s, name);
+    /* a held change: the bookkeeping as it was */
+    if (!name)
+        return &s->books.slots[s->books.dflt].copy;
+    for (size_t lo = 0, hi = s->books.nslots; lo < hi;) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(s->books.slots[mid].copy.name, name);
+        if (c == 0)
+            return &s->books.slots[mid].copy;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }
 
 size_t serving_slot_count(const struct serving *s)
 {
-    return s->nslots;
+    return held(s) ? s->books.nslots : s->nslots;
 }
 
 const struct serving_slot *serving_slot_at(const struct serving *s, size_t i)
 {
+    if (held(s))
+        return i < s->books.nslots ? &s->books.slots[i].copy : NULL;
     return i < s->nslots ? s->slots[i] : NULL;
+}
+
+size_t serving_persisted_slots(const struct serving *s, const struct serving_slot *const **out)
+{
+    *out = (const struct serving_slot *const *)s->slots;
+    return s->nslots;
+}
+
+void serving_persisted_counters(const struct serving *s, uint64_t *generation,
+                                uint64_t *next_version)
+{
+    *generation = s->generation;
+    *next_version = s->next_version;
+}
+
+void serving_persisted(const struct serving *s, struct serving_state *out)
+{
+    const struct serving_slot *d = s->dflt;
+    out->stable = d->stable;
+    out->canary = d->canary;
+    out->canary_bp = d->canary ? d->canary_bp : 0;
+    out->history = (const struct snapshot *const *)d->history;
+    out->nhistory = d->nhistory;
+    out->generation = s->generation;
+    out->next_version = s->next_version;
+}
+
+/* ---- two-phase commits ---- */
+
+void serving_hold(struct serving *s)
+{
+    s->hold = true;
+}
+
+bool serving_pending(const struct serving *s)
+{
+    return s->pend.state != PEND_NONE;
+}
+
+static void pend_clear(struct serving *s)
+{
+    s->pend.state = PEND_NONE;
+    s->pend.view = NULL;
+    s->pend.r = NULL;
+    s->pend.entered = NULL;
+    s->pend.created = NULL;
+}
+
+double serving_pending_publish(struct serving *s)
+{
+    struct timespec t0;
+    if (s->pend.state != PEND_HELD)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    s->pend.view = serving_publish(s, s->pend.view); /* now the old view */
+    s->pend.state = PEND_PUBLISHED;
+    return elapsed_us(&t0);
+}
+
+void serving_pending_finish(struct serving *s)
+{
+    if (s->pend.state != PEND_PUBLISHED)
+        return;
+    struct retired *r = s->pend.r;
+    r->view = s->pend.view;
+    pend_clear(s);
+    retire(r);
+}
+
+/* Puts the bookkeeping back as it was and retires, with `view`, what only
+ * the change brought in (what it would have retired stays). A version
+ * readers may have seen (published, then undone) is never issued again. */
+static void pend_revert(struct serving *s, struct serving_view *view, bool was_published)
+{
+    struct retired *r = s->pend.r;
+    uint64_t next = s->next_version;
+    r->n = 0;
+    r->slot = s->pend.created; /* an unloaded slot comes back; a created one goes */
+    if (s->pend.entered)
+        r->snaps[r->n++] = s->pend.entered;
+    books_load(s);
+    if (was_published)
+        s->next_version = next;
+    r->view = view;
+    pend_clear(s);
+    retire(r); /* readers may have seen them (undo): after a grace period */
+}
+
+void serving_pending_undo(struct serving *s)
+{
+    if (s->pend.state == PEND_HELD) {
+        serving_pending_abort(s);
+        return;
+    }
+    if (s->pend.state != PEND_PUBLISHED)
+        return;
+    pend_revert(s, serving_publish(s, s->pend.view), true);
+}
+
+void serving_pending_abort(struct serving *s)
+{
+    if (s->pend.state == PEND_PUBLISHED) {
+        serving_pending_undo(s);
+        return;
+    }
+    s->hold = false; /* also after a change function that failed */
+    if (s->pend.state != PEND_HELD)
+        return;
+    pend_revert(s, s->pend.view, false); /* never published */
 }
 
 const char *serving_slot_name(const struct serving_slot *sl)
@@ -576,7 +831,7 @@ void serving_slot_set_profile(struct serving *s, const char *name, struct profil
 
 uint64_t serving_resident_bytes(const struct serving *s)
 {
-    return s->resident;
+    return held(s) ? s->books.resident : s->resident;
 }
 
 uint64_t serving_memory_limit(const struct serving *s)
@@ -672,12 +927,14 @@ int serving_slot_swap(struct serving *s, const char *name, struct snapshot *snap
         rc = rc < 0 ? rc : lorad_error_set(err, LORAD_E_INTERNAL, "swap: out of memory");
         goto fail;
     }
-    rc = commit_alloc(s->nslots + (created ? 1 : 0), 2 + (s->max_bytes ? history_total(s) : 0),
+    rc = commit_alloc(s, s->nslots + (created ? 1 : 0), 2 + (s->max_bytes ? history_total(s) : 0),
                       "swap", &v, &r, err);
     if (rc < 0)
         goto fail;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    s->pend.created = created;
+    s->pend.entered = snap;
     if (created) {
         slots_insert(s, created);
         sl = created;
@@ -730,7 +987,7 @@ static int rollback_canary(struct serving *s, struct serving_slot *sl, struct se
     struct serving_view *v;
     struct retired *r;
     struct timespec t0;
-    int rc = commit_alloc(s->nslots, 1, "rollback", &v, &r, err);
+    int rc = commit_alloc(s, s->nslots, 1, "rollback", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -773,7 +1030,7 @@ int serving_slot_rollback(struct serving *s, const char *name, const uint64_t *v
     } else {
         idx = 0;
     }
-    int rc = commit_alloc(s->nslots, (size_t)idx + 2, "rollback", &v, &r, err);
+    int rc = commit_alloc(s, s->nslots, (size_t)idx + 2, "rollback", &v, &r, err);
     if (rc < 0)
         return rc;
 
@@ -818,7 +1075,7 @@ int serving_slot_set_canary(struct serving *s, const char *name, int canary_bp,
     if (!bp_valid(canary_bp))
         return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
                                "canary share %d basis points is outside [0, 10000]", canary_bp);
-    int rc = commit_alloc(s->nslots, 0, "canary", &v, &r, err);
+    int rc = commit_alloc(s, s->nslots, 0, "canary", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -850,7 +1107,7 @@ int serving_slot_promote(struct serving *s, const char *name, struct serving_com
         return slot_missing(name, err);
     if (!sl->canary)
         return lorad_error_set(err, LORAD_E_NO_CANARY, "no canary is live");
-    int rc = commit_alloc(s->nslots, 1, "promote", &v, &r, err);
+    int rc = commit_alloc(s, s->nslots, 1, "promote", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -887,7 +1144,7 @@ int serving_slot_unload(struct serving *s, const char *name, struct serving_comm
     if (idx < 0)
         return slot_missing(name, err);
     sl = s->slots[idx];
-    int rc = commit_alloc(s->nslots - 1, sl->nhistory + 2, "unload", &v, &r, err);
+    int rc = commit_alloc(s, s->nslots - 1, sl->nhistory + 2, "unload", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -141,6 +141,43 @@ uint64_t serving_resident_bytes(const struct serving *s);
 uint64_t serving_memory_limit(const struct serving *s);
 size_t serving_max_slots(const struct serving *s);
 
+/* ---- durable before visible: two-phase commits (SPEC 8) ----
+ * serving_hold() makes the next change function (any serving_*swap,
+ * rollback, set_canary, promote, unload) do everything but publish: the
+ * version is assigned, `out` filled (commit_us: the bookkeeping), the
+ * persisted accessors below show the new state; readers, serving_current()
+ * and every other writer-side accessor still show the old one. Then
+ * exactly one of:
+ *   serving_pending_abort()   drops it unpublished (the next version too);
+ *   serving_pending_publish() flips (returns the microseconds it took),
+ *     then serving_pending_finish() retires what left the state, or
+ *     serving_pending_undo() republishes the old view and bookkeeping.
+ * While a change is pending every other change fails with
+ * LORAD_E_SWAP_IN_PROGRESS. When the held change function fails (nothing
+ * changed), serving_pending_abort() clears the hold. */
+void serving_hold(struct serving *s);
+bool serving_pending(const struct serving *s);
+double serving_pending_publish(struct serving *s);
+void serving_pending_finish(struct serving *s);
+void serving_pending_undo(struct serving *s);
+void serving_pending_abort(struct serving *s);
+
+/* What the state file records (lib/statefile.h): the state including a
+ * held change not yet published. Every slot in name order (valid until
+ * the writer's next change), and the counters. */
+size_t serving_persisted_slots(const struct serving *s, const struct serving_slot *const **out);
+void serving_persisted_counters(const struct serving *s, uint64_t *generation,
+                                uint64_t *next_version);
+/* The same for slot default alone. */
+struct serving_state {
+    const struct snapshot *stable, *canary;
+    int canary_bp;
+    const struct snapshot *const *history; /* newest first */
+    size_t nhistory;
+    uint64_t generation, next_version;
+};
+void serving_persisted(const struct serving *s, struct serving_state *out);
+
 /* The current view. Valid until the writer's next change. */
 const struct serving_view *serving_current(const struct serving *s);
 /* History, newest first; i < serving_history_len(). NULL entries are the

@@ -120,12 +120,12 @@ static bool slot_members(cJSON *obj, const struct serving_slot *sl, const struct
 }
 
 /* "slots": every slot but default. */
-static cJSON *slots_json(const struct serving *s, const struct profile *fallback,
-                         const struct model *m)
+static cJSON *slots_json(const struct serving_slot *const *slots, size_t n,
+                         const struct profile *fallback, const struct model *m)
 {
     cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; o && i < serving_slot_count(s); i++) {
-        const struct serving_slot *sl = serving_slot_at(s, i);
+    for (size_t i = 0; o && i < n; i++) {
+        const struct serving_slot *sl = slots[i];
         cJSON *e;
         if (strcmp(serving_slot_name(sl), SERVING_DEFAULT_SLOT) == 0)
             continue;
@@ -143,19 +143,25 @@ static cJSON *slots_json(const struct serving *s, const struct profile *fallback
 char *statefile_render(const struct serving *s, const struct profile *profile,
                        const struct model *m)
 {
-    const struct serving_view *v = serving_current(s);
+    const struct serving_slot *const *slots, *dflt = NULL;
+    size_t n = serving_persisted_slots(s, &slots);
+    uint64_t generation, next_version;
     cJSON *root = cJSON_CreateObject();
     char *text = NULL, *out = NULL;
     size_t len;
 
-    if (!root)
-        return NULL;
+    serving_persisted_counters(s, &generation, &next_version);
+    for (size_t i = 0; i < n && !dflt; i++)
+        if (strcmp(serving_slot_name(slots[i]), SERVING_DEFAULT_SLOT) == 0)
+            dflt = slots[i];
+    if (!root || !dflt)
+        goto fail;
     if (!cJSON_AddStringToObject(root, "format", SF_FORMAT) ||
         !cJSON_AddNumberToObject(root, "format_version", SF_FORMAT_VERSION) ||
-        !cJSON_AddNumberToObject(root, "generation", (double)v->generation) ||
-        !cJSON_AddNumberToObject(root, "next_version", (double)(serving_next_version(s) + 1)) ||
-        !slot_members(root, serving_slot_get(s, NULL), profile, m) ||
-        !add_item(root, "slots", slots_json(s, profile, m)))
+        !cJSON_AddNumberToObject(root, "generation", (double)generation) ||
+        !cJSON_AddNumberToObject(root, "next_version", (double)(next_version + 1)) ||
+        !slot_members(root, dflt, profile, m) ||
+        !add_item(root, "slots", slots_json(slots, n, profile, m)))
         goto fail;
     text = cJSON_Print(root);
     if (!text)

@@ -918,6 +918,92 @@ START_TEST(test_slots_concurrent)
 }
 END_TEST
 
+/* ---- two-phase commits in slots (durable before visible) ---- */
+
+START_TEST(test_held_slots)
+{
+    struct serving *s = serving_new(4);
+    struct serving_commit c;
+    struct lorad_error e = {0};
+    const struct serving_slot *const *ps;
+    uint64_t g, nv;
+
+    serving_set_limits(s, 8, 100);
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("a", 30), -1, &c, &e), 0);
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("b", 30), -1, &c, &e), 0);
+    ck_assert_int_eq(serving_slot_swap(s, "x", mk_bytes("c", 30), -1, &c, &e), 0); /* 90 */
+
+    /* a held swap creating slot y (and dropping a from default's history):
+     * invisible until published; abort puts everything back */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_swap(s, "y", mk_bytes("d", 30), -1, &c, &e), 0);
+    ck_assert(serving_pending(s));
+    ck_assert_uint_eq(c.now->version, 4);
+    ck_assert_uint_eq(serving_slot_count(s), 2);
+    ck_assert_ptr_null(serving_slot_get(s, "y"));
+    ck_assert_uint_eq(serving_current(s)->nslots, 2);
+    ck_hist(s, "1 0");
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_assert_uint_eq(serving_next_version(s), 4);
+    ck_assert_uint_eq(serving_persisted_slots(s, &ps), 3); /* the state file's view */
+    ck_assert_str_eq(serving_slot_name(ps[2]), "y");
+    serving_persisted_counters(s, &g, &nv);
+    ck_assert_uint_eq(nv, 5);
+    ck_assert_int_eq(serving_slot_unload(s, "x", &c, &e), LORAD_E_SWAP_IN_PROGRESS);
+    serving_pending_abort(s);
+    ck_assert(!serving_pending(s));
+    ck_assert_uint_eq(serving_slot_count(s), 2);
+    ck_assert_uint_eq(serving_persisted_slots(s, &ps), 2);
+    ck_hist(s, "1 0"); /* a is back */
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_assert_uint_eq(serving_next_version(s), 4);
+
+    /* the same, published and undone: y goes again after a grace period */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_swap(s, "y", mk_bytes("d", 30), -1, &c, &e), 0);
+    serving_pending_publish(s);
+    ck_assert_uint_eq(serving_current(s)->nslots, 3);
+    ck_assert_uint_eq(serving_slot_count(s), 3);
+    ck_hist(s, "0");
+    serving_pending_undo(s);
+    ck_assert_uint_eq(serving_current(s)->nslots, 2);
+    ck_assert_ptr_null(serving_view_slot(serving_current(s), "y", 1));
+    ck_hist(s, "1 0");
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+
+    /* a held unload, published and undone: x serves again as it was */
+    g = serving_current(s)->generation;
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_unload(s, "x", &c, &e), 0);
+    ck_assert_ptr_nonnull(serving_slot_get(s, "x"));
+    serving_pending_publish(s);
+    ck_assert_ptr_null(serving_slot_get(s, "x"));
+    ck_assert_uint_eq(serving_resident_bytes(s), 60);
+    serving_pending_undo(s);
+    ck_assert_str_eq(serving_slot_stable(serving_slot_get(s, "x"))->name, "c");
+    ck_assert_uint_eq(serving_slot_history_len(serving_slot_get(s, "x")), 1);
+    ck_assert_uint_eq(serving_current(s)->generation, g);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+
+    /* a held unload that stands */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_unload(s, "x", &c, &e), 0);
+    serving_pending_publish(s);
+    serving_pending_finish(s);
+    ck_assert_ptr_null(serving_slot_get(s, "x"));
+    ck_assert_uint_eq(serving_resident_bytes(s), 60);
+    /* a held change that fails is no change, and the hold is cleared */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_promote(s, "nope", &c, &e), LORAD_E_SLOT_NOT_FOUND);
+    serving_pending_abort(s);
+    ck_assert_int_eq(serving_slot_swap(s, "z", mk_bytes("e", 10), -1, &c, &e), 0);
+    ck_assert_uint_eq(c.now->version, 5); /* 4 was seen (published, undone): not again */
+    ck_assert(!serving_pending(s));
+    serving_barrier(s);
+    serving_free(&s);
+}
+END_TEST
+
 static Suite *serving_suite(void)
 {
     Suite *s = suite_create("serving");
@@ -936,6 +1022,7 @@ static Suite *serving_suite(void)
     tcase_add_test(tc, test_restore);
     tcase_add_test(tc, test_slots_create_and_unload);
     tcase_add_test(tc, test_memory_bound);
+    tcase_add_test(tc, test_held_slots);
     suite_add_tcase(s, tc);
 
     tcase_add_test(tr, test_route_no_canary);
