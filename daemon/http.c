@@ -150,6 +150,8 @@ int http_status_of(int code)
     case LORAD_E_DRAINING:
     case LORAD_E_OVERLOADED:
         return 503;
+    case LORAD_E_NOT_DURABLE:
+        return 507;
     default:
         return 500;
     }

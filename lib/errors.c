@@ -36,6 +36,7 @@ static const char *const err_names[] = {
     [-LORAD_E_INTERNAL] = "internal",
     [-LORAD_E_INVALID_MODEL] = "invalid_model",
     [-LORAD_E_INVALID_CONFIG] = "invalid_config",
+    [-LORAD_E_NOT_DURABLE] = "not_durable",
 };
 
 const char *lorad_err_name(int code)

@@ -55,6 +55,8 @@ enum lorad_err {
     /* Start-up only (never sent over HTTP): bad model directory or config. */
     LORAD_E_INVALID_MODEL = -28,
     LORAD_E_INVALID_CONFIG = -29,
+    /* 507: the state file could not be written; nothing serving changed. */
+    LORAD_E_NOT_DURABLE = -30,
 };
 
 #define LORAD_ERROR_MSG_MAX 512
