@@ -464,6 +464,7 @@ void control_swap(struct http_request *r)
     c->stages++;
     j->next = c->staging;
     c->staging = j;
+    LOG_I("event=swap_staging adapter=%s", j->name);
     return;
 fail:
     swap_fail(r, name, &err);

@@ -427,6 +427,129 @@ START_TEST(test_read_only)
 }
 END_TEST
 
+/* ---- a /swap still staging when the drain ends ---- */
+
+/* An adapter "big" of rank `r` on every layer, F16 zeros (a sparse file:
+ * staging converts and hashes every byte). */
+static void write_big_adapter(const char *adir, int r)
+{
+    char path[900], hdr[8192];
+    snprintf(path, sizeof(path), "%s/big", adir);
+    tu_mkdir(path);
+    snprintf(path, sizeof(path), "%s/big/adapter_config.json", adir);
+    tu_write_text(path,
+                  "{\"peft_type\": \"LORA\", \"r\": %d, \"lora_alpha\": %d, "
+                  "\"target_modules\": [\"proj\"]}",
+                  r, r);
+    size_t off = 0, n = 0;
+    n += (size_t)snprintf(hdr + n, sizeof(hdr) - n, "{");
+    for (size_t l = 0; l < M->n; l++) {
+        const struct itu_ref_layer *L = &M->L[l];
+        size_t a = (size_t)r * (size_t)L->in * 2, b = (size_t)L->out * (size_t)r * 2;
+        n += (size_t)snprintf(hdr + n, sizeof(hdr) - n,
+                              "%s\"base_model.model.%s.lora_A.weight\": {\"dtype\": \"F16\", "
+                              "\"shape\": [%d, %d], \"data_offsets\": [%zu, %zu]}, "
+                              "\"base_model.model.%s.lora_B.weight\": {\"dtype\": \"F16\", "
+                              "\"shape\": [%d, %d], \"data_offsets\": [%zu, %zu]}",
+                              l ? ", " : "", L->name, r, L->in, off, off + a, L->name, L->out, r,
+                              off + a, off + a + b);
+        off += a + b;
+    }
+    n += (size_t)snprintf(hdr + n, sizeof(hdr) - n, "}");
+    while (n % 8)
+        hdr[n++] = ' ';
+    snprintf(path, sizeof(path), "%s/big/adapter_model.safetensors", adir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert(fd >= 0);
+    uint64_t hl = n;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)(hl >> (8 * i));
+    ck_assert(write(fd, le, 8) == 8 && write(fd, hdr, n) == (ssize_t)n);
+    ck_assert(ftruncate(fd, (off_t)(8 + n + off)) == 0);
+    close(fd);
+}
+
+struct swapper {
+    pthread_t th;
+    int port;
+    struct itu_resp r;
+};
+
+static void *swapper_main(void *arg)
+{
+    struct swapper *s = arg;
+    struct itu_client *c = itu_client_new(s->port);
+    const char *body = "{\"adapter\": \"big\"}";
+    itu_client_do(c, "POST", "/swap", body, strlen(body), "application/json", NULL, 60000, &s->r);
+    itu_client_free(&c);
+    return NULL;
+}
+
+static bool log_has(const struct itu_daemon *d, const char *what)
+{
+    size_t len;
+    char *t = slurp(d->log_path, &len);
+    bool has = strstr(t, what) != NULL;
+    free(t);
+    return has;
+}
+
+START_TEST(test_drain_while_staging)
+{
+    char *dir = itu_tmpdir();
+    char adir[700], src[900], dst[900], ovr[1200];
+    snprintf(adir, sizeof(adir), "%s/adapters", dir);
+    tu_mkdir(adir);
+    snprintf(dst, sizeof(dst), "%s/demo-a", adir);
+    tu_mkdir(dst);
+    static const char *const files[] = {"adapter_config.json", "adapter_model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        size_t len;
+        snprintf(src, sizeof(src), "%s/demo-a/%s", itu_adapters_dir(), files[i]);
+        char *b = slurp(src, &len);
+        snprintf(dst, sizeof(dst), "%s/demo-a/%s", adir, files[i]);
+        tu_write_file(dst, b, len);
+        free(b);
+    }
+    write_big_adapter(adir, 16384); /* 64 MiB of F16 on a 4 x 256 model */
+    snprintf(ovr, sizeof(ovr),
+             "{\"adapter_dir\": \"%s\", \"max_rank\": 16384, \"drain_timeout_ms\": 0, "
+             "\"workers\": 1}",
+             adir);
+    struct itu_daemon *d = itu_daemon_start(dir, ovr);
+    struct swapper sw;
+    memset(&sw, 0, sizeof(sw));
+    sw.port = d->port;
+    ck_assert(pthread_create(&sw.th, NULL, swapper_main, &sw) == 0);
+    for (int i = 0; i < 20000 && !log_has(d, "event=swap_staging"); i++)
+        usleep(500);
+    ck_assert_msg(log_has(d, "event=swap_staging"), "the /swap never began staging");
+    itu_daemon_signal(d, SIGTERM);
+    int rc = itu_daemon_wait(d, 30000);
+    pthread_join(sw.th, NULL);
+    ck_assert_msg(rc == 0, "exit status %d with a /swap staging; log:\n%s", rc,
+                  itu_log_tail(d, 3000));
+    const char *why;
+    bool staged_out = log_has(d, "refused_staging=1");
+    if (sw.r.status == 503) {
+        ck_assert_msg(itu_error_shape_ok(&sw.r, &why), "503: %s", why);
+        ck_assert_str_eq(itu_error_code(&sw.r), "draining");
+    } else {
+        /* the staging won the race: it committed and was answered */
+        ck_assert_msg(sw.r.status == 200,
+                      "the staging /swap got %s (expected 503 draining or "
+                      "200); log:\n%s",
+                      itu_describe(&sw.r), itu_log_tail(d, 3000));
+    }
+    printf("itest_durable: SIGTERM while staging: /swap answered %ld, %s, exit %d\n", sw.r.status,
+           staged_out ? "refused at the drain deadline" : "staging ended before the deadline", rc);
+    itu_resp_free(&sw.r);
+    itu_daemon_free(&d);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     itu_init();
@@ -443,6 +566,7 @@ int main(void)
     tcase_add_test(tc, test_fsize_limit);
     tcase_add_test(tc, test_disk_full);
     tcase_add_test(tc, test_read_only);
+    tcase_add_test(tc, test_drain_while_staging);
     suite_add_tcase(s, tc);
     int failed = itu_run_suite(s);
     if (geteuid() == 0) { /* a failed test may have left them mounted */
