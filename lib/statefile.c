@@ -12,7 +12,10 @@
  *            "sha256": HEX | null}
  *
  * Writing goes through fileio_write_atomic() (temp file "<path>.tmp" with
- * mode 0600, fsync, rename, fsync of the directory).
+ * mode 0600, fsync, rename, fsync of the directory), or its two phases
+ * (statefile_stage, statefile_publish) when the daemon makes a change
+ * durable before it makes it visible. Rendering reads serving_persisted(),
+ * which includes a change held pending.
  *
  * Restoring parses the whole file into a `struct sf_state` (strictly: a
  * wrong type, an inconsistent value or a key given twice in an object
