@@ -3,13 +3,19 @@
  *
  * Everything here runs on the loop thread and never blocks: staging an
  * adapter runs in libuv's threadpool (uv_queue_work) and finishes in an
- * after-callback on the loop. Each commit is one call into lib/serving.h,
- * then statewrite_enqueue(), which answers the request once the new state
- * is on disk (statewrite.h).
+ * after-callback on the loop. Each commit goes through statewrite_commit()
+ * (statewrite.h): its change callback makes one held call into
+ * lib/serving.h when the commit's turn comes, and its done callback
+ * answers once the new state is on disk and visible, or with the error
+ * (507 not_durable among them) when nothing changed.
  *
- * A /swap is "in progress" from the moment it is accepted until its state
- * write completed, so at most one version-issuing commit is ever in flight
+ * A /swap is "in progress" from the moment it is accepted until its commit
+ * is answered, so at most one version-issuing commit is ever in flight
  * (the state file's version floor depends on it, lib/statefile.h).
+ *
+ * Drain: control_refuse_staging() answers every /swap still staging 503
+ * draining and detaches it from its job, which then frees itself when the
+ * threadpool is done with it (or never, if lorad exits first).
  */
 #include "control.h"
 
@@ -32,6 +38,7 @@
 
 /* One /swap being staged in the threadpool. */
 struct stage_job {
+    struct stage_job *next; /* control's list of jobs staging */
     uv_work_t work;
     struct lorad_server *srv;
     struct http_request *r;
@@ -44,12 +51,14 @@ struct stage_job {
     struct profile *profile_out; /* out: completed profile or NULL */
     int rc;
     struct lorad_error err;
-    double stage_ms; /* measured around adapter_stage */
+    double stage_ms;      /* measured around adapter_stage */
+    double stage_ms_used; /* the one reported (the snapshot's own when it has one) */
 };
 
 struct control {
-    bool swap_busy;  /* a /swap is staging or being written */
-    unsigned stages; /* staging jobs in the threadpool */
+    bool swap_busy;            /* a /swap is staging or being committed */
+    unsigned stages;           /* staging jobs in the threadpool */
+    struct stage_job *staging; /* those jobs */
     struct control_swaps swaps;
 };
 
@@ -204,12 +213,16 @@ static void control_notify_status(struct lorad_server *srv)
         (unsigned long long)(v->stable ? v->stable->version : 0), v->canary ? " canary=on" : "");
 }
 
-/* After a commit: the answer, given once the state is on disk. */
-static void control_durable(struct http_request *r, cJSON *answer, const char *what,
-                            void (*answered)(struct lorad_server *srv))
+/* 200 with a commit's answer (consumed), or 500 when building it ran out
+ * of memory (the commit stands). */
+static void respond_answer(struct http_request *r, cJSON *ans)
 {
-    struct statewrite_reply y = {r, answer, what, answered};
-    statewrite_enqueue(r->srv, &y);
+    if (ans)
+        http_respond_json(r, 200, ans, NULL);
+    else
+        http_respond_error(r, LORAD_E_INTERNAL,
+                           "the change is made and durable, but lorad ran "
+                           "out of memory writing its answer");
 }
 
 /* ---- /swap ---- */
@@ -265,44 +278,61 @@ static void stage_job_free(struct stage_job *j)
     free(j);
 }
 
-/* The /swap's state write was answered: another swap may begin. */
-static void swap_ended(struct lorad_server *srv)
+/* The commit's change: one held serving_swap (its snapshot handed over). */
+static int swap_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                       const struct profile **profile, struct lorad_error *err)
 {
-    srv->control->swap_busy = false;
-}
-
-/* Commits a staged snapshot: one pointer flip, then the state write. */
-static void stage_commit(struct stage_job *j)
-{
-    struct lorad_server *srv = j->srv;
-    struct serving_commit c;
-    struct lorad_error err = {0};
-    double stage_ms = j->snap->stage_ms > 0 ? j->snap->stage_ms : j->stage_ms;
+    struct stage_job *j = arg;
     struct snapshot *snap = j->snap;
     j->snap = NULL; /* serving_swap owns it from here, on failure too */
-    if (serving_swap(srv->serving, snap, j->canary_bp, &c, &err) < 0) {
-        srv->control->swap_busy = false;
-        swap_fail(j->r, j->name, &err);
+    serving_hold(srv->serving);
+    if (serving_swap(srv->serving, snap, j->canary_bp, c, err) < 0)
+        return err->code;
+    if (j->profile_out)
+        *profile = j->profile_out;
+    return 0;
+}
+
+/* The commit's outcome: answer, bookkeeping, and another swap may begin. */
+static void swap_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
+                      const struct lorad_error *err)
+{
+    struct stage_job *j = arg;
+    srv->control->swap_busy = false;
+    if (rc < 0) {
+        swap_fail(j->r, j->name, err);
+        stage_job_free(j);
         return;
     }
+    double stage_ms = j->stage_ms_used;
     if (j->profile_out) {
         profile_free(&srv->profile);
         srv->profile = j->profile_out;
         j->profile_out = NULL;
     }
-    swap_record(srv, c.now->name, true, c.now->version, 0);
-    metrics_record_swap(srv->metrics, true, stage_ms, c.commit_us);
-    if (c.variant == SERVING_CANARY)
+    swap_record(srv, c->now->name, true, c->now->version, 0);
+    metrics_record_swap(srv->metrics, true, stage_ms, c->commit_us);
+    if (c->variant == SERVING_CANARY)
         metrics_reset_evidence(srv->metrics);
     LOG_I("event=swap adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
           "commit_us=%.3f",
-          c.now->name, (unsigned long long)c.now->version, serving_variant_name(c.variant),
-          (unsigned long long)c.generation, stage_ms, c.commit_us);
+          c->now->name, (unsigned long long)c->now->version, serving_variant_name(c->variant),
+          (unsigned long long)c->generation, stage_ms, c->commit_us);
     control_notify_status(srv);
-    cJSON *ans = commit_answer(&c, true, stage_ms);
-    if (ans && c.variant == SERVING_CANARY)
+    cJSON *ans = commit_answer(c, true, stage_ms);
+    if (ans && c->variant == SERVING_CANARY)
         cJSON_AddNumberToObject(ans, "percent", j->canary_bp / 100.0);
-    control_durable(j->r, ans, "swap", swap_ended);
+    respond_answer(j->r, ans);
+    stage_job_free(j);
+}
+
+static void staging_unlink(struct control *ctl, struct stage_job *j)
+{
+    for (struct stage_job **p = &ctl->staging; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            return;
+        }
 }
 
 static void stage_done(uv_work_t *work, int status)
@@ -310,6 +340,11 @@ static void stage_done(uv_work_t *work, int status)
     struct stage_job *j = work->data;
     struct lorad_server *srv = j->srv;
     srv->control->stages--;
+    staging_unlink(srv->control, j);
+    if (!j->r) { /* answered by the drain (control_refuse_staging) */
+        stage_job_free(j);
+        return;
+    }
     if (status < 0 && j->rc == 0) {
         snapshot_free(&j->snap);
         j->rc = lorad_error_set(&j->err, LORAD_E_INTERNAL, "staging was cancelled");
@@ -317,10 +352,32 @@ static void stage_done(uv_work_t *work, int status)
     if (j->rc < 0) {
         srv->control->swap_busy = false;
         swap_fail(j->r, j->name, &j->err);
-    } else {
-        stage_commit(j);
+        stage_job_free(j);
+        return;
     }
-    stage_job_free(j);
+    j->stage_ms_used = j->snap->stage_ms > 0 ? j->snap->stage_ms : j->stage_ms;
+    struct statewrite_commit cm = {"swap", j, swap_change, swap_done};
+    statewrite_commit(srv, &cm);
+}
+
+size_t control_refuse_staging(struct lorad_server *srv)
+{
+    struct control *ctl = srv->control;
+    size_t n = 0;
+    for (struct stage_job *j = ctl->staging; j; j = j->next) {
+        if (!j->r)
+            continue;
+        swap_record(srv, j->name, false, 0, LORAD_E_DRAINING);
+        metrics_record_swap(srv->metrics, false, 0, 0);
+        http_respond_error(j->r, LORAD_E_DRAINING,
+                           "lorad is shutting down; the swap of %s was still staging and is "
+                           "not made",
+                           j->name);
+        j->r = NULL;
+        n++;
+    }
+    ctl->swap_busy = false;
+    return n;
 }
 
 /* Reads /swap's body into the job; 0 or the error to answer. */
@@ -405,6 +462,9 @@ void control_swap(struct http_request *r)
     }
     c->swap_busy = true;
     c->stages++;
+    j->next = c->staging;
+    c->staging = j;
+    LOG_I("event=swap_staging adapter=%s", j->name);
     return;
 fail:
     swap_fail(r, name, &err);
@@ -414,17 +474,65 @@ fail:
 
 /* ---- /rollback, /canary, /promote ---- */
 
+/* One of them, parsed, waiting for its commit's turn. */
+struct plain_commit {
+    struct http_request *r;
+    bool has_version; /* /rollback {"version": N} */
+    uint64_t version;
+    int bp; /* /canary */
+};
+
+static struct plain_commit *plain_new(struct http_request *r)
+{
+    struct plain_commit *p = calloc(1, sizeof(*p));
+    if (p)
+        p->r = r;
+    else
+        http_respond_error(r, LORAD_E_INTERNAL, "out of memory");
+    return p;
+}
+
+static int rollback_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                           const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)profile;
+    serving_hold(srv->serving);
+    return serving_rollback(srv->serving, p->has_version ? &p->version : NULL, c, err);
+}
+
+static void rollback_done(struct lorad_server *srv, void *arg, int rc,
+                          const struct serving_commit *c, const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    if (rc < 0) {
+        LOG_I("event=rollback_refused code=%s", lorad_err_name(err->code));
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    metrics_record_rollback(srv->metrics, c->commit_us);
+    LOG_I("event=rollback adapter=%s version=%llu generation=%llu previous=%s "
+          "previous_version=%llu commit_us=%.3f",
+          c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
+          (unsigned long long)c->generation,
+          c->has_previous && c->previous_adapter[0] ? c->previous_adapter : "null",
+          (unsigned long long)c->previous_version, c->commit_us);
+    control_notify_status(srv);
+    respond_answer(p->r, commit_answer(c, false, 0));
+    free(p);
+}
+
 void control_rollback(struct http_request *r)
 {
     static const char *const keys[] = {"version", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
     cJSON *body = NULL;
-    uint64_t version = 0;
     if (parse_body(r, keys, true, &body, &err) < 0)
         goto fail;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "version");
+    uint64_t version = 0;
     if (v) {
         double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
         if (!cJSON_IsNumber(v) || !isfinite(d) || d < 0 || d != floor(d) ||
@@ -435,18 +543,14 @@ void control_rollback(struct http_request *r)
         }
         version = (uint64_t)d;
     }
-    if (serving_rollback(srv->serving, v ? &version : NULL, &c, &err) < 0)
-        goto fail;
-    metrics_record_rollback(srv->metrics, c.commit_us);
-    LOG_I("event=rollback adapter=%s version=%llu generation=%llu previous=%s "
-          "previous_version=%llu commit_us=%.3f",
-          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
-          (unsigned long long)c.generation,
-          c.has_previous && c.previous_adapter[0] ? c.previous_adapter : "null",
-          (unsigned long long)c.previous_version, c.commit_us);
-    control_notify_status(srv);
     cJSON_Delete(body);
-    control_durable(r, commit_answer(&c, false, 0), "rollback", NULL);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    p->has_version = v != NULL;
+    p->version = version;
+    struct statewrite_commit cm = {"rollback", p, rollback_change, rollback_done};
+    statewrite_commit(srv, &cm);
     return;
 fail:
     cJSON_Delete(body);
@@ -454,36 +558,87 @@ fail:
     http_respond_error(r, err.code, "%s", err.msg);
 }
 
+static int canary_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                         const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)profile;
+    serving_hold(srv->serving);
+    return serving_set_canary(srv->serving, p->bp, c, err);
+}
+
+static void canary_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
+                        const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)srv;
+    if (rc < 0) {
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    LOG_I("event=canary adapter=%s version=%llu percent=%.2f generation=%llu",
+          c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
+          p->bp / 100.0, (unsigned long long)c->generation);
+    cJSON *ans = commit_answer(c, false, 0);
+    if (ans)
+        cJSON_AddNumberToObject(ans, "percent", p->bp / 100.0);
+    respond_answer(p->r, ans);
+    free(p);
+}
+
 void control_canary(struct http_request *r)
 {
     static const char *const keys[] = {"percent", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
     cJSON *body = NULL;
     int bp = 0;
     if (parse_body(r, keys, false, &body, &err) < 0)
         goto fail;
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "percent");
-    if (!p) {
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(body, "percent");
+    if (!pc) {
         lorad_error_set(&err, LORAD_E_INVALID_REQUEST, "\"percent\" is required");
         goto fail;
     }
-    if (parse_percent(p, "percent", &bp, &err) < 0 ||
-        serving_set_canary(srv->serving, bp, &c, &err) < 0)
+    if (parse_percent(pc, "percent", &bp, &err) < 0)
         goto fail;
-    LOG_I("event=canary adapter=%s version=%llu percent=%.2f generation=%llu",
-          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
-          bp / 100.0, (unsigned long long)c.generation);
     cJSON_Delete(body);
-    cJSON *ans = commit_answer(&c, false, 0);
-    if (ans)
-        cJSON_AddNumberToObject(ans, "percent", bp / 100.0);
-    control_durable(r, ans, "canary change", NULL);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    p->bp = bp;
+    struct statewrite_commit cm = {"canary change", p, canary_change, canary_done};
+    statewrite_commit(srv, &cm);
     return;
 fail:
     cJSON_Delete(body);
     http_respond_error(r, err.code, "%s", err.msg);
+}
+
+static int promote_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                          const struct profile **profile, struct lorad_error *err)
+{
+    (void)arg;
+    (void)profile;
+    serving_hold(srv->serving);
+    return serving_promote(srv->serving, c, err);
+}
+
+static void promote_done(struct lorad_server *srv, void *arg, int rc,
+                         const struct serving_commit *c, const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    if (rc < 0) {
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    LOG_I("event=promote adapter=%s version=%llu generation=%llu", c->now ? c->now->name : "null",
+          (unsigned long long)(c->now ? c->now->version : 0), (unsigned long long)c->generation);
+    control_notify_status(srv);
+    respond_answer(p->r, commit_answer(c, false, 0));
+    free(p);
 }
 
 void control_promote(struct http_request *r)
@@ -491,17 +646,15 @@ void control_promote(struct http_request *r)
     static const char *const keys[] = {NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
     cJSON *body = NULL;
-    if (parse_body(r, keys, true, &body, &err) < 0 || serving_promote(srv->serving, &c, &err) < 0)
-        goto fail;
-    LOG_I("event=promote adapter=%s version=%llu generation=%llu", c.now ? c.now->name : "null",
-          (unsigned long long)(c.now ? c.now->version : 0), (unsigned long long)c.generation);
-    control_notify_status(srv);
+    if (parse_body(r, keys, true, &body, &err) < 0) {
+        http_respond_error(r, err.code, "%s", err.msg);
+        return;
+    }
     cJSON_Delete(body);
-    control_durable(r, commit_answer(&c, false, 0), "promote", NULL);
-    return;
-fail:
-    cJSON_Delete(body);
-    http_respond_error(r, err.code, "%s", err.msg);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    struct statewrite_commit cm = {"promote", p, promote_change, promote_done};
+    statewrite_commit(srv, &cm);
 }

@@ -36,6 +36,9 @@ static const char *const err_names[] = {
     [-LORAD_E_INTERNAL] = "internal",
     [-LORAD_E_INVALID_MODEL] = "invalid_model",
     [-LORAD_E_INVALID_CONFIG] = "invalid_config",
+    [-LORAD_E_NOT_DURABLE] = "not_durable",
+    [-LORAD_E_URI_TOO_LONG] = "uri_too_long",
+    [-LORAD_E_HEADERS_TOO_LARGE] = "headers_too_large",
 };
 
 const char *lorad_err_name(int code)

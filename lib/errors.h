@@ -55,6 +55,12 @@ enum lorad_err {
     /* Start-up only (never sent over HTTP): bad model directory or config. */
     LORAD_E_INVALID_MODEL = -28,
     LORAD_E_INVALID_CONFIG = -29,
+    /* 507: the state file could not be written; nothing serving changed. */
+    LORAD_E_NOT_DURABLE = -30,
+    /* 414 and 431: lorad's own bounds on the request line and the headers
+     * (below libmicrohttpd's, whose own answers are HTML). */
+    LORAD_E_URI_TOO_LONG = -31,
+    LORAD_E_HEADERS_TOO_LARGE = -32,
 };
 
 #define LORAD_ERROR_MSG_MAX 512

@@ -14,6 +14,17 @@
  * call_rcu(), whose helper thread frees them after a grace period. The
  * writer never waits for readers.
  *
+ * Two-phase commits (durable before visible, SPEC 8): after
+ * serving_hold(), the next change runs steps (1) and the bookkeeping half
+ * of (2) but stops before publishing: `pend` keeps the new view, a retire
+ * record sized for any outcome and a copy of the bookkeeping as it was.
+ * Until it is published the accessors answer from that copy, so nothing
+ * but serving_persisted() sees the change. serving_pending_publish()
+ * flips; serving_pending_finish() retires what left; serving_pending_undo()
+ * (after the flip) and serving_pending_abort() (before it) put the old
+ * bookkeeping back. What a commit retires is computed at the end as the
+ * snapshots of the state left that the state entered does not hold.
+ *
  * liburcu's QSBR call_rcu() must be called from a registered, online
  * thread. The writer thread is registered lazily on its first retire and
  * is online only for the duration of each call_rcu() (it never reads the
@@ -42,8 +53,26 @@ struct retired {
     struct snapshot *snaps[]; /* snapshots that left the state */
 };
 
+/* The writer's bookkeeping as it was before a held change. */
+struct books {
+    struct snapshot *stable, *canary;
+    int canary_bp;
+    struct snapshot **history; /* [history_max] */
+    size_t nhistory;
+    uint64_t generation, next_version;
+};
+
+enum pend_state { PEND_NONE = 0, PEND_HELD, PEND_PUBLISHED };
+
 struct serving {
     struct serving_view *view; /* RCU-published; readers use serving_read() */
+    bool hold;                 /* the next change stays pending */
+    struct {
+        enum pend_state state;
+        struct serving_view *view; /* HELD: the new view; PUBLISHED: the old one */
+        struct retired *r;         /* room for history_max + 3 snapshots */
+        struct books old;          /* the bookkeeping before the change */
+    } pend;
     /* Writer-only bookkeeping, mirrors the view with owning pointers. */
     struct snapshot *stable; /* NULL = base model */
     struct snapshot *canary; /* NULL = none */
@@ -144,13 +173,42 @@ static struct serving_view *view_build(const struct serving *s)
 /* Step (1) of every change: allocates the new view and a retire record for
  * up to `cap` snapshots, so nothing can fail after the state changes.
  * LORAD_E_INTERNAL ("<what>: out of memory") with nothing allocated. */
-static int commit_alloc(size_t cap, const char *what, struct serving_view **v, struct retired **r,
-                        struct lorad_error *err)
+static void books_save(const struct serving *s, struct books *b)
 {
+    b->stable = s->stable;
+    b->canary = s->canary;
+    b->canary_bp = s->canary_bp;
+    memcpy(b->history, s->history, s->nhistory * sizeof(s->history[0]));
+    b->nhistory = s->nhistory;
+    b->generation = s->generation;
+    b->next_version = s->next_version;
+}
+
+static void books_load(struct serving *s, const struct books *b)
+{
+    s->stable = b->stable;
+    s->canary = b->canary;
+    s->canary_bp = b->canary_bp;
+    memcpy(s->history, b->history, b->nhistory * sizeof(s->history[0]));
+    s->nhistory = b->nhistory;
+    s->generation = b->generation;
+    s->next_version = b->next_version;
+}
+
+static int commit_alloc(struct serving *s, size_t cap, const char *what, struct serving_view **v,
+                        struct retired **r, struct lorad_error *err)
+{
+    if (s->pend.state != PEND_NONE)
+        return lorad_error_set(err, LORAD_E_SWAP_IN_PROGRESS,
+                               "%s: another change is not yet published", what);
     *v = malloc(sizeof(**v));
-    *r = retired_new(cap);
-    if (*v && *r)
+    /* a held change may end retiring either side: the larger bound */
+    *r = retired_new(s->hold ? s->history_max + 3 : cap);
+    if (*v && *r) {
+        if (s->hold)
+            books_save(s, &s->pend.old);
         return 0;
+    }
     free(*v);
     free(*r);
     *v = NULL;
@@ -174,6 +232,14 @@ static void commit_finish(struct serving *s, struct serving_view *v, struct reti
     v->canary = s->canary;
     v->canary_bp = s->canary ? s->canary_bp : 0;
     v->generation = s->generation;
+    if (s->hold) {
+        s->hold = false;
+        r->n = 0; /* computed when the change ends (leaving_add) */
+        s->pend.view = v;
+        s->pend.r = r;
+        s->pend.state = PEND_HELD;
+        return;
+    }
     r->view = serving_publish(s, v);
     retire(r);
 }
@@ -239,14 +305,16 @@ struct serving *serving_new(int history_max)
         return NULL;
     s->history_max = (size_t)history_max;
     s->history = calloc(s->history_max ? s->history_max : 1, sizeof(s->history[0]));
+    s->pend.old.history = calloc(s->history_max ? s->history_max : 1, sizeof(s->history[0]));
     s->view = calloc(1, sizeof(*s->view));
-    if (!s->history || !s->view)
+    if (!s->history || !s->pend.old.history || !s->view)
         goto fail;
     s->next_version = 1;
     atomic_init(&s->route_ctr, 0);
     return s;
 fail:
     free(s->history);
+    free(s->pend.old.history);
     free(s->view);
     free(s);
     return NULL;
@@ -259,6 +327,8 @@ void serving_free(struct serving **sp)
         return;
     s = *sp;
     *sp = NULL;
+    serving_pending_finish(s); /* a published change stays */
+    serving_pending_abort(s);  /* a held one never was */
     /* Readers have unregistered (contract); the grace period and the
      * barrier make sure nothing retired or published is still in use. */
     synchronize_rcu();
@@ -269,6 +339,7 @@ void serving_free(struct serving **sp)
     for (size_t i = 0; i < s->nhistory; i++)
         snapshot_free(&s->history[i]);
     free(s->history);
+    free(s->pend.old.history);
     free(s->view);
     free(s);
     if (tls_reg == REG_WRITER) {
@@ -292,17 +363,141 @@ const struct serving_view *serving_current(const struct serving *s)
 
 size_t serving_history_len(const struct serving *s)
 {
-    return s->nhistory;
+    return s->pend.state == PEND_HELD ? s->pend.old.nhistory : s->nhistory;
 }
 
 const struct snapshot *serving_history_at(const struct serving *s, size_t i)
 {
+    if (s->pend.state == PEND_HELD)
+        return i < s->pend.old.nhistory ? s->pend.old.history[i] : NULL;
     return i < s->nhistory ? s->history[i] : NULL;
 }
 
 uint64_t serving_next_version(const struct serving *s)
 {
-    return s->next_version;
+    return s->pend.state == PEND_HELD ? s->pend.old.next_version : s->next_version;
+}
+
+void serving_persisted(const struct serving *s, struct serving_state *out)
+{
+    out->stable = s->stable;
+    out->canary = s->canary;
+    out->canary_bp = s->canary ? s->canary_bp : 0;
+    out->history = (const struct snapshot *const *)s->history;
+    out->nhistory = s->nhistory;
+    out->generation = s->generation;
+    out->next_version = s->next_version;
+}
+
+/* ---- two-phase commits ---- */
+
+void serving_hold(struct serving *s)
+{
+    s->hold = true;
+}
+
+bool serving_pending(const struct serving *s)
+{
+    return s->pend.state != PEND_NONE;
+}
+
+static bool books_has(const struct books *b, const struct snapshot *snap)
+{
+    if (b->stable == snap || b->canary == snap)
+        return true;
+    for (size_t i = 0; i < b->nhistory; i++)
+        if (b->history[i] == snap)
+            return true;
+    return false;
+}
+
+/* Adds to r every snapshot of `from` that `to` does not hold. */
+static void leaving_add(struct retired *r, const struct books *from, const struct books *to)
+{
+    retired_add(r, books_has(to, from->stable) ? NULL : from->stable);
+    retired_add(r, books_has(to, from->canary) ? NULL : from->canary);
+    for (size_t i = 0; i < from->nhistory; i++)
+        retired_add(r, books_has(to, from->history[i]) ? NULL : from->history[i]);
+}
+
+/* The bookkeeping now (the state a held change entered). */
+static void books_now(const struct serving *s, struct books *b)
+{
+    b->stable = s->stable;
+    b->canary = s->canary;
+    b->canary_bp = s->canary_bp;
+    b->history = s->history; /* borrowed, read only */
+    b->nhistory = s->nhistory;
+    b->generation = s->generation;
+    b->next_version = s->next_version;
+}
+
+static void pend_clear(struct serving *s)
+{
+    s->pend.state = PEND_NONE;
+    s->pend.view = NULL;
+    s->pend.r = NULL;
+}
+
+double serving_pending_publish(struct serving *s)
+{
+    struct timespec t0;
+    if (s->pend.state != PEND_HELD)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    s->pend.view = serving_publish(s, s->pend.view); /* now the old view */
+    s->pend.state = PEND_PUBLISHED;
+    return elapsed_us(&t0);
+}
+
+void serving_pending_finish(struct serving *s)
+{
+    struct books now;
+    if (s->pend.state != PEND_PUBLISHED)
+        return;
+    books_now(s, &now);
+    struct retired *r = s->pend.r;
+    r->view = s->pend.view;
+    leaving_add(r, &s->pend.old, &now);
+    pend_clear(s);
+    retire(r);
+}
+
+/* Puts the bookkeeping back as it was and retires what only the held
+ * change held (with `view`). */
+static void pend_revert(struct serving *s, struct serving_view *view)
+{
+    struct books now;
+    books_now(s, &now);
+    struct retired *r = s->pend.r;
+    r->view = view;
+    leaving_add(r, &now, &s->pend.old);
+    books_load(s, &s->pend.old);
+    pend_clear(s);
+    retire(r); /* readers may have seen them (undo): after a grace period */
+}
+
+void serving_pending_undo(struct serving *s)
+{
+    if (s->pend.state == PEND_HELD) {
+        serving_pending_abort(s);
+        return;
+    }
+    if (s->pend.state != PEND_PUBLISHED)
+        return;
+    pend_revert(s, serving_publish(s, s->pend.view));
+}
+
+void serving_pending_abort(struct serving *s)
+{
+    if (s->pend.state == PEND_PUBLISHED) {
+        serving_pending_undo(s);
+        return;
+    }
+    s->hold = false; /* also after a change function that failed */
+    if (s->pend.state != PEND_HELD)
+        return;
+    pend_revert(s, s->pend.view); /* never published */
 }
 
 size_t serving_history_max(const struct serving *s)
@@ -337,7 +532,7 @@ int serving_swap(struct serving *s, struct snapshot *snap, int canary_bp,
                              s->canary->name, s->canary->version);
         goto fail;
     }
-    if ((rc = commit_alloc(1, "swap", &v, &r, err)) < 0)
+    if ((rc = commit_alloc(s, 1, "swap", &v, &r, err)) < 0)
         goto fail;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -378,7 +573,7 @@ static int rollback_canary(struct serving *s, struct serving_commit *out, struct
     struct serving_view *v;
     struct retired *r;
     struct timespec t0;
-    int rc = commit_alloc(1, "rollback", &v, &r, err);
+    int rc = commit_alloc(s, 1, "rollback", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -418,7 +613,7 @@ int serving_rollback(struct serving *s, const uint64_t *version, struct serving_
     } else {
         idx = 0;
     }
-    int rc = commit_alloc((size_t)idx + 2, "rollback", &v, &r, err);
+    int rc = commit_alloc(s, (size_t)idx + 2, "rollback", &v, &r, err);
     if (rc < 0)
         return rc;
 
@@ -453,7 +648,7 @@ int serving_set_canary(struct serving *s, int canary_bp, struct serving_commit *
     if (!bp_valid(canary_bp))
         return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
                                "canary share %d basis points is outside [0, 10000]", canary_bp);
-    int rc = commit_alloc(0, "canary", &v, &r, err);
+    int rc = commit_alloc(s, 0, "canary", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -475,7 +670,7 @@ int serving_promote(struct serving *s, struct serving_commit *out, struct lorad_
 
     if (!s->canary)
         return lorad_error_set(err, LORAD_E_NO_CANARY, "no canary is live");
-    int rc = commit_alloc(1, "promote", &v, &r, err);
+    int rc = commit_alloc(s, 1, "promote", &v, &r, err);
     if (rc < 0)
         return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -81,6 +81,38 @@ uint64_t serving_next_version(const struct serving *s);
 /* The history bound given to serving_new(). */
 size_t serving_history_max(const struct serving *s);
 
+/* The bookkeeping that the state file records (lib/statefile.h): the
+ * state including a held change not yet published (see serving_hold). */
+struct serving_state {
+    const struct snapshot *stable, *canary;
+    int canary_bp;
+    const struct snapshot *const *history; /* newest first */
+    size_t nhistory;
+    uint64_t generation, next_version;
+};
+/* Valid until the writer's next change. */
+void serving_persisted(const struct serving *s, struct serving_state *out);
+
+/* ---- durable before visible: two-phase commits (SPEC 8) ----
+ * serving_hold() makes the next change function (swap, rollback,
+ * set_canary, promote) do everything but publish: the version is
+ * assigned, `out` filled (commit_us: the bookkeeping), serving_persisted()
+ * shows the new state; readers, serving_current() and the history and
+ * version accessors still show the old one. Then exactly one of:
+ *   serving_pending_abort()   drops it unpublished (the next version too);
+ *   serving_pending_publish() flips (returns the microseconds it took),
+ *     then serving_pending_finish() retires what left the state, or
+ *     serving_pending_undo() republishes the old view and bookkeeping.
+ * While a change is pending every other change fails with
+ * LORAD_E_SWAP_IN_PROGRESS. When the held change function fails (nothing
+ * changed), serving_pending_abort() clears the hold. */
+void serving_hold(struct serving *s);
+bool serving_pending(const struct serving *s);
+double serving_pending_publish(struct serving *s);
+void serving_pending_finish(struct serving *s);
+void serving_pending_undo(struct serving *s);
+void serving_pending_abort(struct serving *s);
+
 /* Assigns snap->version = next version, then publishes it as the new stable
  * (canary_bp < 0; old stable to history, oldest history entry dropped when
  * full) or as the canary at canary_bp (0..10000). LORAD_E_CANARY_ACTIVE if a

@@ -12,7 +12,10 @@
  *            "sha256": HEX | null}
  *
  * Writing goes through fileio_write_atomic() (temp file "<path>.tmp" with
- * mode 0600, fsync, rename, fsync of the directory).
+ * mode 0600, fsync, rename, fsync of the directory), or its two phases
+ * (statefile_stage, statefile_publish) when the daemon makes a change
+ * durable before it makes it visible. Rendering reads serving_persisted(),
+ * which includes a change held pending.
  *
  * Restoring parses the whole file into a `struct sf_state` (strictly: a
  * wrong type, an inconsistent value or a key given twice in an object
@@ -71,7 +74,7 @@ static bool add_item(cJSON *obj, const char *key, cJSON *item)
     return true;
 }
 
-static cJSON *canary_json(const struct serving_view *v)
+static cJSON *canary_json(const struct serving_state *v)
 {
     cJSON *c;
     if (!v->canary)
@@ -84,11 +87,11 @@ static cJSON *canary_json(const struct serving_view *v)
     return c;
 }
 
-static cJSON *history_json(const struct serving *s)
+static cJSON *history_json(const struct serving_state *v)
 {
     cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < serving_history_len(s); i++) {
-        cJSON *e = entry_json(serving_history_at(s, i));
+    for (size_t i = 0; a && i < v->nhistory; i++) {
+        cJSON *e = entry_json(v->history[i]);
         if (!e || !cJSON_AddItemToArray(a, e)) {
             cJSON_Delete(e);
             cJSON_Delete(a);
@@ -101,19 +104,20 @@ static cJSON *history_json(const struct serving *s)
 char *statefile_render(const struct serving *s, const struct profile *profile,
                        const struct model *m)
 {
-    const struct serving_view *v = serving_current(s);
+    struct serving_state st, *v = &st;
     cJSON *root = cJSON_CreateObject();
     char *text = NULL, *out = NULL;
     size_t len;
 
     if (!root)
         return NULL;
+    serving_persisted(s, &st); /* a held change included (durable before visible) */
     if (!cJSON_AddStringToObject(root, "format", SF_FORMAT) ||
         !cJSON_AddNumberToObject(root, "format_version", SF_FORMAT_VERSION) ||
         !cJSON_AddNumberToObject(root, "generation", (double)v->generation) ||
-        !cJSON_AddNumberToObject(root, "next_version", (double)(serving_next_version(s) + 1)) ||
+        !cJSON_AddNumberToObject(root, "next_version", (double)(v->next_version + 1)) ||
         !add_item(root, "stable", entry_json(v->stable)) ||
-        !add_item(root, "canary", canary_json(v)) || !add_item(root, "history", history_json(s)) ||
+        !add_item(root, "canary", canary_json(v)) || !add_item(root, "history", history_json(v)) ||
         !add_item(root, "profile", profile ? profile_to_json(profile, m) : cJSON_CreateNull()))
         goto fail;
     text = cJSON_Print(root);
@@ -147,6 +151,36 @@ int statefile_write(const char *path, const char *text, size_t len, struct lorad
     if ((rc = fileio_write_atomic(path, text, len, 0600, &what)) < 0)
         return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s: %s", path, what,
                                strerror_r(-rc, ebuf, sizeof(ebuf)));
+    return 0;
+}
+
+int statefile_stage(const char *path, const char *text, size_t len, struct lorad_error *err)
+{
+    const char *what = "create temp file";
+    char ebuf[128];
+    int rc;
+
+    if (!path || !*path || (!text && len))
+        return lorad_error_set(err, LORAD_E_INTERNAL, "state file: no path or text");
+    if ((rc = fileio_stage(path, text, len, 0600, &what)) < 0)
+        return lorad_error_set(err, LORAD_E_NOT_DURABLE, "state file %s.tmp: %s: %s", path, what,
+                               strerror_r(-rc, ebuf, sizeof(ebuf)));
+    return 0;
+}
+
+int statefile_publish(const char *path, struct lorad_error *err)
+{
+    const char *what = "rename";
+    char ebuf[128];
+    int rc = fileio_publish(path, &what);
+    if (rc < 0) {
+        bool renamed = strcmp(what, "rename") != 0;
+        if (!renamed)
+            fileio_discard(path);
+        lorad_error_set(err, renamed ? LORAD_E_INTERNAL : LORAD_E_NOT_DURABLE,
+                        "state file %s: %s: %s", path, what, strerror_r(-rc, ebuf, sizeof(ebuf)));
+        return renamed ? 1 : err->code;
+    }
     return 0;
 }
 
