@@ -9,6 +9,8 @@
 #   make format        clang-format every C file in place
 #   make format-check  fail when clang-format would change any C file
 #   make install    binaries, units, man pages, scripts, config (mk/install.mk)
+#   make soak       the verifying soak and the kill -9 loop (bench/; minutes, not CI)
+#                   SOAK_ARGS / CRASH_ARGS pass sizes (e.g. SOAK_ARGS="--requests 200000")
 #
 # Every dependency is a Debian package found by pkg-config.
 
@@ -68,7 +70,7 @@ TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
 ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
 
-.PHONY: all check run deps clean unit itest format format-check bench
+.PHONY: all check run deps clean unit itest format format-check bench soak
 .SECONDARY:
 all: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo
 
@@ -131,6 +133,10 @@ $(B)/bench/roof: $(B)/obj/bench/roof.o $(B)/liblorad.a
 
 bench: $(B)/lorad $(B)/lorad-mkdemo $(B)/bench/roof
 	@./bench/run.sh $(B)
+
+soak: $(B)/lorad $(B)/lorad-mkdemo
+	@./bench/soak.py $(SOAK_ARGS) $(B)
+	@./bench/crashloop.py $(CRASH_ARGS) $(B)
 
 run: $(B)/lorad $(B)/lorad-mkdemo
 	@./scripts/run-demo.sh $(B)

@@ -1,20 +1,27 @@
 /* lorad — daemon/control.c: the mutating control plane (SPEC.md 6):
- * /swap, /rollback, /canary, /promote and the parser of their bodies.
+ * /swap, /rollback, /canary, /promote, /unload and the parser of their
+ * bodies.
  *
  * Everything here runs on the loop thread and never blocks: staging an
  * adapter runs in libuv's threadpool (uv_queue_work) and finishes in an
- * after-callback on the loop. Each commit is one call into lib/serving.h,
- * then statewrite_enqueue(), which answers the request once the new state
- * is on disk (statewrite.h).
+ * after-callback on the loop. Each commit goes through statewrite_commit()
+ * (statewrite.h): its change callback makes one held call into
+ * lib/serving.h when the commit's turn comes, and its done callback
+ * answers once the new state is on disk and visible, or with the error
+ * (507 not_durable among them) when nothing changed.
  *
  * Slots: every call takes "slot" (default "default") and acts on it
  * alone; its answer carries "slot". A /swap is "in progress" in its slot
- * from the moment it is accepted until its state write completed (a second
+ * from the moment it is accepted until its commit is answered (a second
  * /swap there is swap_in_progress); swaps in different slots stage in
- * parallel. Their commits are serialised: a staged swap whose turn has not
- * come waits in `ready` until the version-issuing commit before it is on
- * disk, so at most one version-issuing commit is ever in flight (the state
- * file's version floor depends on it, lib/statefile.h).
+ * parallel, and their commits, like every commit, run one at a time in
+ * statewrite's queue, so at most one version-issuing commit is ever in
+ * flight (the state file's version floor depends on it,
+ * lib/statefile.h).
+ *
+ * Drain: control_refuse_staging() answers every /swap still staging 503
+ * draining and detaches it from its job, which then frees itself when the
+ * threadpool is done with it (or never, if lorad exits first).
  */
 #include "control.h"
 
@@ -38,30 +45,30 @@
 
 /* One /swap being staged in the threadpool. */
 struct stage_job {
+    struct stage_job *next; /* control's list of jobs staging */
     uv_work_t work;
     struct lorad_server *srv;
     struct http_request *r;
     char name[SNAPSHOT_NAME_MAX + 1];
     char slot[SERVING_SLOT_NAME_MAX + 1];
-    struct stage_job *next; /* in control's ready queue */
     char sha256[65];
     bool has_sha256;
     int canary_bp;               /* -1: becomes stable */
     struct profile *profile;     /* duplicate of the slot's profile (or the config's) */
     struct snapshot *snap;       /* out */
     struct profile *profile_out; /* out: completed profile or NULL */
+    bool profile_installed;      /* profile_out went to the slot (swap_change) */
     int rc;
     struct lorad_error err;
-    double stage_ms; /* measured around adapter_stage */
+    double stage_ms;      /* measured around adapter_stage */
+    double stage_ms_used; /* the one reported (the snapshot's own when it has one) */
 };
 
 struct control {
-    char (*busy)[SERVING_SLOT_NAME_MAX + 1]; /* slots with a /swap staging or being written */
+    char (*busy)[SERVING_SLOT_NAME_MAX + 1]; /* slots with a /swap staging or committing */
     size_t nbusy, cap;
-    unsigned stages; /* staging jobs in the threadpool */
-    bool committing; /* a version-issuing commit waits for its write */
-    char committing_slot[SERVING_SLOT_NAME_MAX + 1]; /* its slot */
-    struct stage_job *ready, *ready_tail;            /* staged, waiting for their commit */
+    unsigned stages;           /* staging jobs in the threadpool */
+    struct stage_job *staging; /* those jobs */
     struct control_swaps swaps;
 };
 
@@ -87,7 +94,6 @@ bool control_idle(const struct lorad_server *srv)
     const struct control *c = srv->control;
     return !c || (c->nbusy == 0 && c->stages == 0);
 }
-
 /* ---- per-slot swap bookkeeping ---- */
 
 static bool slot_busy(const struct control *c, const char *slot)
@@ -283,13 +289,16 @@ static void control_notify_status(struct lorad_server *srv)
         (unsigned long long)(v->stable ? v->stable->version : 0), v->canary ? " canary=on" : "");
 }
 
-/* After a commit in `slot`: the answer, given once the state is on disk. */
-static void control_durable(struct http_request *r, cJSON *answer, const char *what,
-                            const char *slot, void (*answered)(struct lorad_server *srv))
+/* 200 with a commit's answer (consumed), or 500 when building it ran out
+ * of memory (the commit stands). */
+static void respond_answer(struct http_request *r, cJSON *ans)
 {
-    struct statewrite_reply y = {r, answer, what, answered};
-    (void)slot;
-    statewrite_enqueue(r->srv, &y);
+    if (ans)
+        http_respond_json(r, 200, ans, NULL);
+    else
+        http_respond_error(r, LORAD_E_INTERNAL,
+                           "the change is made and durable, but lorad ran "
+                           "out of memory writing its answer");
 }
 
 /* ---- /swap ---- */
@@ -345,68 +354,66 @@ static void stage_job_free(struct stage_job *j)
     free(j);
 }
 
-static void stage_commit(struct stage_job *j);
-static void stage_job_free(struct stage_job *j);
-
-/* Commits the staged swaps waiting in `ready`, one version-issuing commit
- * in flight at a time. */
-static void commit_next(struct lorad_server *srv)
+/* The commit's change: one held serving_swap (its snapshot handed over). */
+static int swap_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                       const struct profile **profile, struct lorad_error *err)
 {
-    struct control *c = srv->control;
-    while (!c->committing && c->ready) {
-        struct stage_job *j = c->ready;
-        c->ready = j->next;
-        if (!c->ready)
-            c->ready_tail = NULL;
-        stage_commit(j);
-        stage_job_free(j);
-    }
-}
-
-/* The committed /swap's state write was answered: its slot may take
- * another swap, and the next staged one may commit. */
-static void swap_ended(struct lorad_server *srv)
-{
-    struct control *c = srv->control;
-    slot_busy_del(c, c->committing_slot);
-    c->committing = false;
-    commit_next(srv);
-}
-
-/* Commits a staged snapshot: one pointer flip, then the state write. */
-static void stage_commit(struct stage_job *j)
-{
-    struct lorad_server *srv = j->srv;
-    struct serving_commit c;
-    struct lorad_error err = {0};
-    double stage_ms = j->snap->stage_ms > 0 ? j->snap->stage_ms : j->stage_ms;
+    struct stage_job *j = arg;
     struct snapshot *snap = j->snap;
+    (void)profile;  /* the slot's own profile goes into the slot */
     j->snap = NULL; /* serving_slot_swap owns it from here, on failure too */
-    if (serving_slot_swap(srv->serving, j->slot, snap, j->canary_bp, &c, &err) < 0) {
-        slot_busy_del(srv->control, j->slot);
-        swap_fail(j->r, j->name, &err);
-        return;
-    }
+    serving_hold(srv->serving);
+    if (serving_slot_swap(srv->serving, j->slot, snap, j->canary_bp, c, err) < 0)
+        return err->code;
     if (j->profile_out) {
+        /* the slot's first adapter completed its profile: recorded in the
+         * state file with the change; taken back if the change fails */
         serving_slot_set_profile(srv->serving, j->slot, j->profile_out);
         j->profile_out = NULL;
+        j->profile_installed = true;
     }
-    swap_record(srv, c.now->name, true, c.now->version, 0);
-    metrics_record_swap(srv->metrics, true, stage_ms, c.commit_us);
-    if (c.variant == SERVING_CANARY)
+    return 0;
+}
+
+/* The commit's outcome: answer, bookkeeping, and another swap may begin. */
+static void swap_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
+                      const struct lorad_error *err)
+{
+    struct stage_job *j = arg;
+    slot_busy_del(srv->control, j->slot);
+    if (rc < 0) {
+        if (j->profile_installed) /* the slot has no adapter of this swap: no profile */
+            serving_slot_set_profile(srv->serving, j->slot, NULL);
+        if (j->r)
+            swap_fail(j->r, j->name, err);
+        stage_job_free(j);
+        return;
+    }
+    double stage_ms = j->stage_ms_used;
+    swap_record(srv, c->now->name, true, c->now->version, 0);
+    metrics_record_swap(srv->metrics, true, stage_ms, c->commit_us);
+    if (c->variant == SERVING_CANARY)
         metrics_reset_evidence(srv->metrics, j->slot);
     LOG_I("event=swap slot=%s adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
           "commit_us=%.3f",
-          j->slot, c.now->name, (unsigned long long)c.now->version, serving_variant_name(c.variant),
-          (unsigned long long)c.generation, stage_ms, c.commit_us);
+          j->slot, c->now->name, (unsigned long long)c->now->version,
+          serving_variant_name(c->variant), (unsigned long long)c->generation, stage_ms,
+          c->commit_us);
     control_notify_status(srv);
-    cJSON *ans = commit_answer(j->slot, &c, true, stage_ms);
-    if (ans && c.variant == SERVING_CANARY)
+    cJSON *ans = commit_answer(j->slot, c, true, stage_ms);
+    if (ans && c->variant == SERVING_CANARY)
         cJSON_AddNumberToObject(ans, "percent", j->canary_bp / 100.0);
-    /* the slot stays busy until its write is answered (swap_ended) */
-    srv->control->committing = true;
-    snprintf(srv->control->committing_slot, sizeof(srv->control->committing_slot), "%s", j->slot);
-    control_durable(j->r, ans, "swap", j->slot, swap_ended);
+    respond_answer(j->r, ans);
+    stage_job_free(j);
+}
+
+static void staging_unlink(struct control *ctl, struct stage_job *j)
+{
+    for (struct stage_job **p = &ctl->staging; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            return;
+        }
 }
 
 static void stage_done(uv_work_t *work, int status)
@@ -414,6 +421,12 @@ static void stage_done(uv_work_t *work, int status)
     struct stage_job *j = work->data;
     struct lorad_server *srv = j->srv;
     srv->control->stages--;
+    staging_unlink(srv->control, j);
+    if (!j->r) { /* answered by the drain (control_refuse_staging) */
+        slot_busy_del(srv->control, j->slot);
+        stage_job_free(j);
+        return;
+    }
     if (status < 0 && j->rc == 0) {
         snapshot_free(&j->snap);
         j->rc = lorad_error_set(&j->err, LORAD_E_INTERNAL, "staging was cancelled");
@@ -424,14 +437,28 @@ static void stage_done(uv_work_t *work, int status)
         stage_job_free(j);
         return;
     }
-    /* committed in staging-completion order, one version-issuing commit
-     * in flight at a time */
-    if (srv->control->ready_tail)
-        srv->control->ready_tail->next = j;
-    else
-        srv->control->ready = j;
-    srv->control->ready_tail = j;
-    commit_next(srv);
+    j->stage_ms_used = j->snap->stage_ms > 0 ? j->snap->stage_ms : j->stage_ms;
+    struct statewrite_commit cm = {"swap", j, swap_change, swap_done};
+    statewrite_commit(srv, &cm);
+}
+
+size_t control_refuse_staging(struct lorad_server *srv)
+{
+    struct control *ctl = srv->control;
+    size_t n = 0;
+    for (struct stage_job *j = ctl->staging; j; j = j->next) {
+        if (!j->r)
+            continue;
+        swap_record(srv, j->name, false, 0, LORAD_E_DRAINING);
+        metrics_record_swap(srv->metrics, false, 0, 0);
+        http_respond_error(j->r, LORAD_E_DRAINING,
+                           "lorad is shutting down; the swap of %s was still staging and is "
+                           "not made",
+                           j->name);
+        j->r = NULL;
+        n++;
+    }
+    return n;
 }
 
 /* Reads /swap's body into the job; 0 or the error to answer. */
@@ -531,6 +558,7 @@ void control_swap(struct http_request *r)
         lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
+
     j->work.data = j;
     int rc = uv_queue_work(srv->loop, &j->work, stage_work, stage_done);
     if (rc < 0) {
@@ -539,6 +567,9 @@ void control_swap(struct http_request *r)
         goto fail;
     }
     c->stages++;
+    j->next = c->staging;
+    c->staging = j;
+    LOG_I("event=swap_staging slot=%s adapter=%s", j->slot, j->name);
     return;
 fail:
     swap_fail(r, name, &err);
@@ -548,18 +579,69 @@ fail:
 
 /* ---- /rollback, /canary, /promote ---- */
 
+/* One of them, parsed, waiting for its commit's turn. */
+struct plain_commit {
+    struct http_request *r;
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    cJSON *ans;       /* /unload: the slot as it was, read when its turn came */
+    bool has_version; /* /rollback {"version": N} */
+    uint64_t version;
+    int bp; /* /canary */
+};
+
+static struct plain_commit *plain_new(struct http_request *r)
+{
+    struct plain_commit *p = calloc(1, sizeof(*p));
+    if (p)
+        p->r = r;
+    else
+        http_respond_error(r, LORAD_E_INTERNAL, "out of memory");
+    return p;
+}
+
+static int rollback_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                           const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)profile;
+    serving_hold(srv->serving);
+    return serving_slot_rollback(srv->serving, p->slot, p->has_version ? &p->version : NULL, c,
+                                 err);
+}
+
+static void rollback_done(struct lorad_server *srv, void *arg, int rc,
+                          const struct serving_commit *c, const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    if (rc < 0) {
+        LOG_I("event=rollback_refused slot=%s code=%s", p->slot, lorad_err_name(err->code));
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    metrics_record_rollback(srv->metrics, c->commit_us);
+    LOG_I("event=rollback slot=%s adapter=%s version=%llu generation=%llu previous=%s "
+          "previous_version=%llu commit_us=%.3f",
+          p->slot, c->now ? c->now->name : "null",
+          (unsigned long long)(c->now ? c->now->version : 0), (unsigned long long)c->generation,
+          c->has_previous && c->previous_adapter[0] ? c->previous_adapter : "null",
+          (unsigned long long)c->previous_version, c->commit_us);
+    control_notify_status(srv);
+    respond_answer(p->r, commit_answer(p->slot, c, false, 0));
+    free(p);
+}
+
 void control_rollback(struct http_request *r)
 {
     static const char *const keys[] = {"version", "slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
     cJSON *body = NULL;
-    uint64_t version = 0;
     char slot[SERVING_SLOT_NAME_MAX + 1];
     if (parse_body(r, keys, true, &body, &err) < 0 || body_slot(body, slot, sizeof(slot), &err) < 0)
         goto fail;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "version");
+    uint64_t version = 0;
     if (v) {
         double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
         if (!cJSON_IsNumber(v) || !isfinite(d) || d < 0 || d != floor(d) ||
@@ -570,18 +652,15 @@ void control_rollback(struct http_request *r)
         }
         version = (uint64_t)d;
     }
-    if (serving_slot_rollback(srv->serving, slot, v ? &version : NULL, &c, &err) < 0)
-        goto fail;
-    metrics_record_rollback(srv->metrics, c.commit_us);
-    LOG_I("event=rollback slot=%s adapter=%s version=%llu generation=%llu previous=%s "
-          "previous_version=%llu commit_us=%.3f",
-          slot, c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
-          (unsigned long long)c.generation,
-          c.has_previous && c.previous_adapter[0] ? c.previous_adapter : "null",
-          (unsigned long long)c.previous_version, c.commit_us);
-    control_notify_status(srv);
     cJSON_Delete(body);
-    control_durable(r, commit_answer(slot, &c, false, 0), "rollback", slot, NULL);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    p->has_version = v != NULL;
+    p->version = version;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
+    struct statewrite_commit cm = {"rollback", p, rollback_change, rollback_done};
+    statewrite_commit(srv, &cm);
     return;
 fail:
     cJSON_Delete(body);
@@ -589,38 +668,91 @@ fail:
     http_respond_error(r, err.code, "%s", err.msg);
 }
 
+static int canary_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                         const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)profile;
+    serving_hold(srv->serving);
+    return serving_slot_set_canary(srv->serving, p->slot, p->bp, c, err);
+}
+
+static void canary_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
+                        const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)srv;
+    if (rc < 0) {
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    LOG_I("event=canary slot=%s adapter=%s version=%llu percent=%.2f generation=%llu", p->slot,
+          c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
+          p->bp / 100.0, (unsigned long long)c->generation);
+    cJSON *ans = commit_answer(p->slot, c, false, 0);
+    if (ans)
+        cJSON_AddNumberToObject(ans, "percent", p->bp / 100.0);
+    respond_answer(p->r, ans);
+    free(p);
+}
+
 void control_canary(struct http_request *r)
 {
     static const char *const keys[] = {"percent", "slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
     cJSON *body = NULL;
     int bp = 0;
     char slot[SERVING_SLOT_NAME_MAX + 1];
     if (parse_body(r, keys, false, &body, &err) < 0 ||
         body_slot(body, slot, sizeof(slot), &err) < 0)
         goto fail;
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "percent");
-    if (!p) {
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(body, "percent");
+    if (!pc) {
         lorad_error_set(&err, LORAD_E_INVALID_REQUEST, "\"percent\" is required");
         goto fail;
     }
-    if (parse_percent(p, "percent", &bp, &err) < 0 ||
-        serving_slot_set_canary(srv->serving, slot, bp, &c, &err) < 0)
+    if (parse_percent(pc, "percent", &bp, &err) < 0)
         goto fail;
-    LOG_I("event=canary slot=%s adapter=%s version=%llu percent=%.2f generation=%llu", slot,
-          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
-          bp / 100.0, (unsigned long long)c.generation);
     cJSON_Delete(body);
-    cJSON *ans = commit_answer(slot, &c, false, 0);
-    if (ans)
-        cJSON_AddNumberToObject(ans, "percent", bp / 100.0);
-    control_durable(r, ans, "canary change", slot, NULL);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    p->bp = bp;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
+    struct statewrite_commit cm = {"canary change", p, canary_change, canary_done};
+    statewrite_commit(srv, &cm);
     return;
 fail:
     cJSON_Delete(body);
     http_respond_error(r, err.code, "%s", err.msg);
+}
+
+static int promote_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                          const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    (void)profile;
+    serving_hold(srv->serving);
+    return serving_slot_promote(srv->serving, p->slot, c, err);
+}
+
+static void promote_done(struct lorad_server *srv, void *arg, int rc,
+                         const struct serving_commit *c, const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    if (rc < 0) {
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    LOG_I("event=promote slot=%s adapter=%s version=%llu generation=%llu", p->slot,
+          c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
+          (unsigned long long)c->generation);
+    control_notify_status(srv);
+    respond_answer(p->r, commit_answer(p->slot, c, false, 0));
+    free(p);
 }
 
 void control_promote(struct http_request *r)
@@ -628,76 +760,95 @@ void control_promote(struct http_request *r)
     static const char *const keys[] = {"slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
     cJSON *body = NULL;
     char slot[SERVING_SLOT_NAME_MAX + 1];
     if (parse_body(r, keys, true, &body, &err) < 0 ||
-        body_slot(body, slot, sizeof(slot), &err) < 0 ||
-        serving_slot_promote(srv->serving, slot, &c, &err) < 0)
-        goto fail;
-    LOG_I("event=promote slot=%s adapter=%s version=%llu generation=%llu", slot,
-          c.now ? c.now->name : "null", (unsigned long long)(c.now ? c.now->version : 0),
-          (unsigned long long)c.generation);
-    control_notify_status(srv);
+        body_slot(body, slot, sizeof(slot), &err) < 0) {
+        cJSON_Delete(body);
+        http_respond_error(r, err.code, "%s", err.msg);
+        return;
+    }
     cJSON_Delete(body);
-    control_durable(r, commit_answer(slot, &c, false, 0), "promote", slot, NULL);
-    return;
-fail:
-    cJSON_Delete(body);
-    http_respond_error(r, err.code, "%s", err.msg);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
+    struct statewrite_commit cm = {"promote", p, promote_change, promote_done};
+    statewrite_commit(srv, &cm);
 }
 
 /* ---- /unload ---- */
+
+static int unload_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                         const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    const struct serving_slot *sl = serving_slot_get(srv->serving, p->slot);
+    (void)profile;
+    if (strcmp(p->slot, SERVING_DEFAULT_SLOT) == 0)
+        return lorad_error_set(err, LORAD_E_DEFAULT_SLOT,
+                               "slot default cannot be unloaded; roll it back to version 0 "
+                               "instead");
+    if (!sl)
+        return lorad_error_set(err, LORAD_E_SLOT_NOT_FOUND, "no slot \"%s\"", p->slot);
+    if (slot_busy(srv->control, p->slot))
+        return lorad_error_set(err, LORAD_E_SWAP_IN_PROGRESS,
+                               "a swap in slot %s is being staged or written; unload it once that "
+                               "swap is answered",
+                               p->slot);
+    /* what it served, read before the slot goes */
+    if (!(p->ans = status_slot_json(srv, sl)))
+        return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
+    serving_hold(srv->serving);
+    return serving_slot_unload(srv->serving, p->slot, c, err);
+}
+
+static void unload_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
+                        const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    cJSON *ans = p->ans;
+    if (rc < 0) {
+        LOG_I("event=unload_refused slot=%s code=%s", p->slot, lorad_err_name(err->code));
+        cJSON_Delete(ans);
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    metrics_forget_slot(srv->metrics, p->slot);
+    LOG_I("event=unload slot=%s adapter=%s version=%llu generation=%llu commit_us=%.3f", p->slot,
+          c->previous_adapter[0] ? c->previous_adapter : "null",
+          (unsigned long long)c->previous_version, (unsigned long long)c->generation, c->commit_us);
+    if (ans) {
+        cJSON_DeleteItemFromObjectCaseSensitive(ans, "requests");
+        cJSON_AddStringToObject(ans, "slot", p->slot);
+        cJSON_AddBoolToObject(ans, "unloaded", true);
+        cJSON_AddNumberToObject(ans, "generation", (double)c->generation);
+        cJSON_AddNumberToObject(ans, "commit_us", round(c->commit_us * 1000.0) / 1000.0);
+    }
+    respond_answer(p->r, ans);
+    free(p);
+}
 
 void control_unload(struct http_request *r)
 {
     static const char *const keys[] = {"slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    struct serving_commit c;
-    cJSON *body = NULL, *ans = NULL;
-    char slot[SERVING_SLOT_NAME_MAX + 1] = "";
-    const struct serving_slot *sl;
-    if (parse_body(r, keys, true, &body, &err) < 0 || body_slot(body, slot, sizeof(slot), &err) < 0)
-        goto fail;
-    if (strcmp(slot, SERVING_DEFAULT_SLOT) == 0) {
-        lorad_error_set(&err, LORAD_E_DEFAULT_SLOT,
-                        "slot default cannot be unloaded; roll it back to version 0 instead");
-        goto fail;
+    cJSON *body = NULL;
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, true, &body, &err) < 0 ||
+        body_slot(body, slot, sizeof(slot), &err) < 0) {
+        cJSON_Delete(body);
+        LOG_I("event=unload_refused code=%s", lorad_err_name(err.code));
+        http_respond_error(r, err.code, "%s", err.msg);
+        return;
     }
-    if (!(sl = serving_slot_get(srv->serving, slot))) {
-        lorad_error_set(&err, LORAD_E_SLOT_NOT_FOUND, "no slot \"%s\"", slot);
-        goto fail;
-    }
-    if (slot_busy(srv->control, slot)) {
-        lorad_error_set(&err, LORAD_E_SWAP_IN_PROGRESS,
-                        "a swap in slot %s is being staged or written; unload it once that swap "
-                        "is answered",
-                        slot);
-        goto fail;
-    }
-    /* what it served, read before the slot goes */
-    if (!(ans = status_slot_json(srv, sl))) {
-        lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
-        goto fail;
-    }
-    if (serving_slot_unload(srv->serving, slot, &c, &err) < 0)
-        goto fail;
-    metrics_forget_slot(srv->metrics, slot);
-    LOG_I("event=unload slot=%s adapter=%s version=%llu generation=%llu commit_us=%.3f", slot,
-          c.previous_adapter[0] ? c.previous_adapter : "null",
-          (unsigned long long)c.previous_version, (unsigned long long)c.generation, c.commit_us);
-    cJSON_DeleteItemFromObjectCaseSensitive(ans, "requests");
-    cJSON_AddStringToObject(ans, "slot", slot);
-    cJSON_AddBoolToObject(ans, "unloaded", true);
-    cJSON_AddNumberToObject(ans, "generation", (double)c.generation);
-    cJSON_AddNumberToObject(ans, "commit_us", round(c.commit_us * 1000.0) / 1000.0);
     cJSON_Delete(body);
-    control_durable(r, ans, "unload", slot, NULL);
-    return;
-fail:
-    cJSON_Delete(ans);
-    cJSON_Delete(body);
-    LOG_I("event=unload_refused slot=%s code=%s", slot[0] ? slot : "?", lorad_err_name(err.code));
-    http_respond_error(r, err.code, "%s", err.msg);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
+    struct statewrite_commit cm = {"unload", p, unload_change, unload_done};
+    statewrite_commit(srv, &cm);
 }

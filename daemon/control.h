@@ -25,6 +25,10 @@ void control_free(struct lorad_server *srv);
  * write. */
 bool control_idle(const struct lorad_server *srv);
 
+/* Drain past its deadline: answers every /swap still staging 503
+ * draining (its job frees itself later). Returns how many. */
+size_t control_refuse_staging(struct lorad_server *srv);
+
 /* The handlers (routes of main.c's table). */
 void control_swap(struct http_request *r);
 void control_rollback(struct http_request *r);

@@ -58,7 +58,13 @@
 #include "lorad.h"
 #include "systemd.h"
 
-#define HTTP_MEMORY_LIMIT (32 * 1024) /* headers + I/O buffers per connection */
+/* MHD's pool per connection (request line, headers, I/O buffers) is
+ * larger than the bounds lorad enforces itself, so that a request past
+ * lorad's bounds still fits and gets SPEC's JSON 414 / 431; only one past
+ * the pool gets MHD's own HTML answer (README, "Errors"). */
+#define HTTP_MEMORY_LIMIT (64 * 1024)
+#define HTTP_URI_LIMIT (8 * 1024)     /* path + query */
+#define HTTP_HEADER_LIMIT (16 * 1024) /* every header's name and value */
 
 struct http_listener {
     struct http *h;
@@ -154,6 +160,12 @@ int http_status_of(int code)
     case LORAD_E_DRAINING:
     case LORAD_E_OVERLOADED:
         return 503;
+    case LORAD_E_NOT_DURABLE:
+        return 507;
+    case LORAD_E_URI_TOO_LONG:
+        return 414;
+    case LORAD_E_HEADERS_TOO_LARGE:
+        return 431;
     default:
         return 500;
     }
@@ -406,12 +418,45 @@ static bool framing_ambiguous(struct http_request *r)
     return n > 1 || (n == 1 && http_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING));
 }
 
-/* First call: framing and Content-Length checks (400 / 413 early) and body
- * preallocation. */
+static enum MHD_Result add_value_len(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    *(size_t *)cls += (key ? strlen(key) : 0) + (value ? strlen(value) : 0) + 4; /* ": " CRLF */
+    return MHD_YES;
+}
+
+/* The request line and headers against lorad's bounds (414 / 431). */
+static bool request_too_big(struct http_request *r)
+{
+    size_t ulen = strlen(r->url), hlen = 0;
+    MHD_get_connection_values(r->in->conn, MHD_GET_ARGUMENT_KIND, add_value_len, &ulen);
+    if (ulen > HTTP_URI_LIMIT) {
+        http_respond_error(r, LORAD_E_URI_TOO_LONG,
+                           "the request URI (about %zu bytes) is longer than %d bytes", ulen,
+                           HTTP_URI_LIMIT);
+        return true;
+    }
+    MHD_get_connection_values(r->in->conn, MHD_HEADER_KIND, add_value_len, &hlen);
+    if (hlen > HTTP_HEADER_LIMIT) {
+        http_respond_error(r, LORAD_E_HEADERS_TOO_LARGE,
+                           "the request headers (%zu bytes) are larger than %d bytes", hlen,
+                           HTTP_HEADER_LIMIT);
+        return true;
+    }
+    return false;
+}
+
+/* First call: size, framing and Content-Length checks (414, 431, 400 and
+ * 413 early) and body preallocation. */
 static enum MHD_Result first_call(struct http_request *r)
 {
     const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     size_t limit = r->srv->cfg.max_body_bytes;
+    if (request_too_big(r)) {
+        answer_early(r);
+        return MHD_YES;
+    }
     if (framing_ambiguous(r)) {
         http_respond_error(r, LORAD_E_INVALID_REQUEST,
                            "ambiguous body framing: several Content-Length headers, or "

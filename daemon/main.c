@@ -14,13 +14,18 @@
  * every received request is answered and no control work is in flight.
  * If drain_timeout_ms passes first: no batch starts any more, every
  * request still queued is answered 503 draining at once
- * (workers_refuse_queued), and the batches already running finish and are
- * answered (so the overrun is at most one batch per worker); once every
- * worker has exited, those answers get up to DRAIN_FLUSH_MS to be written.
- * Then the workers are joined (they have exited), the state file is
- * written, every connection still open is closed, event=drain_end logs
- * what clients got, and lorad exits 0. Only a control operation still in
- * flight (a staging thread) makes it exit without closing anything.
+ * (workers_refuse_queued), and so are a /swap still staging
+ * (control_refuse_staging: its job is detached) and the commits queued
+ * behind the one running (statewrite_refuse_queued); the batches already
+ * running finish and are answered (so the overrun is at most one batch
+ * per worker); once every worker has exited, those answers get up to
+ * DRAIN_FLUSH_MS to be written. Then the workers are joined (they have
+ * exited), the state file is written (unless a staging job or a state
+ * write still runs: the file keeps the last committed state), every
+ * connection still open is closed, event=drain_end logs what clients got,
+ * and lorad exits 0 (without freeing what a detached job may still use).
+ * Only a state write still running past the flush makes it exit without
+ * closing its connection.
  *
  * main.c is the top of the daemon: it owns the route table it hands to
  * http_start(), wires the worker pool to infer.c's callbacks, and keeps
@@ -490,9 +495,16 @@ static void shutdown_finish(struct lifecycle *lc)
         LOG_W("event=state_write_skipped reason=\"a control operation is still in flight; the "
               "state file keeps its last committed state\"");
     }
-    if (!control_work_idle(srv)) {
-        /* A staging thread may still run and its request is suspended
-         * (MHD cannot close it): exit without closing anything. */
+    if (!control_work_idle(srv) && http_inflight(srv) == 0) {
+        /* A staging job still runs, detached: its request was answered
+         * 503 draining, so every connection can close; the state it uses
+         * must not be freed (teardown is skipped, exit status 0). */
+        http_close(srv);
+        close_loop_handles(lc);
+        lc->abandoned = true;
+    } else if (!control_work_idle(srv)) {
+        /* A state write still runs and its request is suspended (MHD
+         * cannot close it): exit without closing anything. */
         struct http_drain_tally t;
         http_get_drain_tally(srv, &t);
         LOG_W("event=drain_end answered=%zu refused=%zu open=%zu action=\"exit without closing "
@@ -507,9 +519,11 @@ static void shutdown_finish(struct lifecycle *lc)
     uv_stop(srv->loop);
 }
 
-static bool drain_settled(struct lorad_server *srv)
+/* Past the deadline a /swap still staging has been answered (its job is
+ * detached), so only the answers count. */
+static bool drain_settled(struct lorad_server *srv, bool expired)
 {
-    return http_inflight(srv) == 0 && control_work_idle(srv);
+    return http_inflight(srv) == 0 && (expired || control_work_idle(srv));
 }
 
 /* drain_timeout_ms passed: refuse what is queued, let running batches end. */
@@ -517,11 +531,13 @@ static void drain_expire(struct lifecycle *lc)
 {
     struct lorad_server *srv = lc->srv;
     size_t running = 0, refused = workers_refuse_queued(srv->workers, &running);
+    size_t staging = control_refuse_staging(srv), commits = statewrite_refuse_queued(srv);
     lc->expired = true;
     LOG_W("event=drain_timeout timeout_ms=%d refused_queued=%zu running=%zu "
+          "refused_staging=%zu refused_commits=%zu "
           "action=\"queued requests answered 503 draining; running batches finish and are "
           "answered\"",
-          srv->cfg.drain_timeout_ms, refused, running);
+          srv->cfg.drain_timeout_ms, refused, running, staging, commits);
 }
 
 static void drain_tick(uv_timer_t *t)
@@ -530,7 +546,7 @@ static void drain_tick(uv_timer_t *t)
     struct lorad_server *srv = lc->srv;
     uint64_t now = clock_now_ns();
     if (!lc->expired) {
-        if (drain_settled(srv)) {
+        if (drain_settled(srv, false)) {
             shutdown_finish(lc);
             return;
         }
@@ -542,7 +558,7 @@ static void drain_tick(uv_timer_t *t)
         return; /* a batch still runs: it ends on its own, we do not wait */
     if (!lc->flush_deadline_ns)
         lc->flush_deadline_ns = now + (uint64_t)DRAIN_FLUSH_MS * 1000000ull;
-    if (drain_settled(srv) || now >= lc->flush_deadline_ns)
+    if (drain_settled(srv, true) || now >= lc->flush_deadline_ns)
         shutdown_finish(lc);
 }
 
@@ -898,6 +914,9 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? 0 : 1;
     signal(SIGPIPE, SIG_IGN);
+    /* A state write past RLIMIT_FSIZE (systemd's LimitFSIZE=) fails with
+     * EFBIG, answered 507 not_durable, instead of killing lorad. */
+    signal(SIGXFSZ, SIG_IGN);
     /* ps, top, pgrep and journald's _COMM show "lorad" whatever the binary
      * is called (SPEC 8); threads started later inherit it until they are
      * named for what they do. */

@@ -78,6 +78,7 @@ struct metrics {
     _Atomic uint64_t snap_sum;   /* distinct snapshots summed over batches */
     _Atomic uint64_t snap_count; /* batches */
     uint64_t swaps_ok, swaps_failed, rollbacks;
+    uint64_t state_write_failures;
     struct phist stage, commit;
 };
 
@@ -280,6 +281,11 @@ void metrics_record_rollback(struct metrics *m, double commit_us)
     m->rollbacks++;
     if (commit_us >= 0)
         phist_observe(&m->commit, commit_us / 1e6);
+}
+
+void metrics_record_state_write_failure(struct metrics *m)
+{
+    m->state_write_failures++;
 }
 
 void metrics_reset_evidence(struct metrics *m, const char *slot)
@@ -587,6 +593,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
                  &m->commit);
     put_head(&b, "lorad_rollbacks_total", "counter", "Committed rollbacks.");
     bprintf(&b, "lorad_rollbacks_total %llu\n", (unsigned long long)m->rollbacks);
+    put_head(&b, "lorad_state_write_failures_total", "counter",
+             "State-file writes that failed (each refused change, 507 not_durable, included).");
+    bprintf(&b, "lorad_state_write_failures_total %llu\n",
+            (unsigned long long)m->state_write_failures);
     render_gauges(&b, g);
     if (b.oom) {
         free(b.p);

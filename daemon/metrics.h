@@ -50,6 +50,8 @@ void metrics_record_batch(struct metrics *m, int rows);
 /* Control-plane events: a /swap that committed (ok) or not, a rollback. */
 void metrics_record_swap(struct metrics *m, bool ok, double stage_ms, double commit_us);
 void metrics_record_rollback(struct metrics *m, double commit_us);
+/* A state-file write that failed (lorad_state_write_failures_total). */
+void metrics_record_state_write_failure(struct metrics *m);
 /* Resets a slot's per-variant evidence windows (a canary begins there;
  * NULL: "default"). */
 void metrics_reset_evidence(struct metrics *m, const char *slot);

@@ -22,6 +22,7 @@
 #include "control.h"
 #include "lorad.h"
 #include "metrics.h"
+#include "statewrite.h"
 #include "workers.h"
 
 /* One /adapters scan in the threadpool. */
@@ -212,6 +213,7 @@ static cJSON *status_json(struct lorad_server *srv)
     cJSON_AddItemToObject(o, "slots", status_slots_json(srv));
     cJSON_AddItemToObject(o, "memory", status_memory_json(srv));
     cJSON_AddNumberToObject(o, "next_version", (double)serving_next_version(srv->serving));
+    cJSON_AddItemToObject(o, "state_file", statewrite_status_json(srv));
     cJSON_AddStringToObject(o, "blas_core", openblas_get_corename());
     cJSON_AddStringToObject(o, "lorad_version", LORAD_VERSION);
     return o;

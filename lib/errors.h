@@ -55,11 +55,17 @@ enum lorad_err {
     /* Start-up only (never sent over HTTP): bad model directory or config. */
     LORAD_E_INVALID_MODEL = -28,
     LORAD_E_INVALID_CONFIG = -29,
+    /* 507: the state file could not be written; nothing serving changed. */
+    LORAD_E_NOT_DURABLE = -30,
+    /* 414 and 431: lorad's own bounds on the request line and the headers
+     * (below libmicrohttpd's, whose own answers are HTML). */
+    LORAD_E_URI_TOO_LONG = -31,
+    LORAD_E_HEADERS_TOO_LARGE = -32,
     /* Slots (SPEC 1, 6): 404, 409, 409, 409. */
-    LORAD_E_SLOT_NOT_FOUND = -31,
-    LORAD_E_TOO_MANY_SLOTS = -32,
-    LORAD_E_MEMORY_LIMIT = -33,
-    LORAD_E_DEFAULT_SLOT = -34,
+    LORAD_E_SLOT_NOT_FOUND = -33,
+    LORAD_E_TOO_MANY_SLOTS = -34,
+    LORAD_E_MEMORY_LIMIT = -35,
+    LORAD_E_DEFAULT_SLOT = -36,
 };
 
 #define LORAD_ERROR_MSG_MAX 512

@@ -16,7 +16,10 @@
  * other slot, each with the same four members.
  *
  * Writing goes through fileio_write_atomic() (temp file "<path>.tmp" with
- * mode 0600, fsync, rename, fsync of the directory).
+ * mode 0600, fsync, rename, fsync of the directory), or its two phases
+ * (statefile_stage, statefile_publish) when the daemon makes a change
+ * durable before it makes it visible. Rendering reads serving_persisted(),
+ * which includes a change held pending.
  *
  * Restoring parses the whole file into a `struct sf_state` (strictly: a
  * wrong type, an inconsistent value or a key given twice in an object
@@ -194,6 +197,36 @@ int statefile_write(const char *path, const char *text, size_t len, struct lorad
     if ((rc = fileio_write_atomic(path, text, len, 0600, &what)) < 0)
         return lorad_error_set(err, LORAD_E_INTERNAL, "state file %s: %s: %s", path, what,
                                strerror_r(-rc, ebuf, sizeof(ebuf)));
+    return 0;
+}
+
+int statefile_stage(const char *path, const char *text, size_t len, struct lorad_error *err)
+{
+    const char *what = "create temp file";
+    char ebuf[128];
+    int rc;
+
+    if (!path || !*path || (!text && len))
+        return lorad_error_set(err, LORAD_E_INTERNAL, "state file: no path or text");
+    if ((rc = fileio_stage(path, text, len, 0600, &what)) < 0)
+        return lorad_error_set(err, LORAD_E_NOT_DURABLE, "state file %s.tmp: %s: %s", path, what,
+                               strerror_r(-rc, ebuf, sizeof(ebuf)));
+    return 0;
+}
+
+int statefile_publish(const char *path, struct lorad_error *err)
+{
+    const char *what = "rename";
+    char ebuf[128];
+    int rc = fileio_publish(path, &what);
+    if (rc < 0) {
+        bool renamed = strcmp(what, "rename") != 0;
+        if (!renamed)
+            fileio_discard(path);
+        lorad_error_set(err, renamed ? LORAD_E_INTERNAL : LORAD_E_NOT_DURABLE,
+                        "state file %s: %s: %s", path, what, strerror_r(-rc, ebuf, sizeof(ebuf)));
+        return renamed ? 1 : err->code;
+    }
     return 0;
 }
 

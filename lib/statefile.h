@@ -30,8 +30,10 @@
 #include "serving.h"
 
 /* The serving state of every slot as JSON text, malloc'd (caller frees),
- * or NULL on out-of-memory. A slot without a profile of its own is
- * written with `profile` (may be NULL: none yet). Writer thread. */
+ * or NULL on out-of-memory: the persisted accessors (serving.h), so a
+ * change held pending (serving_hold) is included. A slot without a
+ * profile of its own is written with `profile` (may be NULL: none yet).
+ * Writer thread. */
 char *statefile_render(const struct serving *s, const struct profile *profile,
                        const struct model *m);
 
@@ -42,6 +44,18 @@ char *statefile_render(const struct serving *s, const struct profile *profile,
  * to one path must be serialised by the caller (they share the temp
  * name). */
 int statefile_write(const char *path, const char *text, size_t len, struct lorad_error *err);
+
+/* The two phases of statefile_write, for durable before visible (SPEC 8):
+ * statefile_stage writes and fsyncs "<path>.tmp" (fileio_stage);
+ * LORAD_E_NOT_DURABLE on failure ("state file <path>.tmp: <step>:
+ * <strerror>"), `path` untouched. statefile_publish renames it over path
+ * and fsyncs the directory (fileio_publish): 0; LORAD_E_NOT_DURABLE when
+ * the rename failed (the temp file is removed, path still the old file);
+ * 1 when only the directory fsync failed (path is the new file, err says
+ * why: the change stands but its rename may not survive a crash). Same
+ * threads and serialisation as statefile_write. */
+int statefile_stage(const char *path, const char *text, size_t len, struct lorad_error *err);
+int statefile_publish(const char *path, struct lorad_error *err);
 
 /* Result of a restore attempt. */
 enum statefile_restored {

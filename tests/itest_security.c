@@ -169,6 +169,20 @@ static long raw_request(int port, const void *req, size_t len, char *buf, size_t
     return st;
 }
 
+/* GET /healthz?q=<9000 bytes>: the query makes the URI too long. */
+static void req_with_query(int port, char *buf, size_t cap)
+{
+    char *req = malloc(10000);
+    size_t o = (size_t)sprintf(req, "GET /healthz?q=");
+    memset(req + o, 'v', 9000);
+    o += 9000;
+    o += (size_t)sprintf(req + o, " HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n");
+    long st = raw_request(port, req, o, buf, cap);
+    free(req);
+    ck_assert_msg(st == 414 && strstr(buf, "\"uri_too_long\""),
+                  "9 KB query: expected JSON 414, got %ld: %.300s", st, buf);
+}
+
 /* ---- the background /infer client ---- */
 
 struct bg {
@@ -472,33 +486,82 @@ static void check_sizes(struct itu_daemon *d)
                           st, buf);
         }
     }
-    /* a request line beyond the per-connection memory */
+    /* a request line past lorad's bound (8 KiB) but within MHD's pool:
+     * SPEC's JSON; past the pool (64 KiB): MHD's own 414 (HTML) */
     {
         static const char tail[] = " HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n";
-        size_t ul = 40000;
-        char *req = malloc(ul + sizeof(tail) + 8);
-        long st;
-        ck_assert(req);
-        memcpy(req, "GET /", 5);
-        memset(req + 5, 'u', ul);
-        memcpy(req + 5 + ul, tail, sizeof(tail) - 1);
-        st = raw_request(d->port, req, 5 + ul + sizeof(tail) - 1, buf, sizeof(buf));
-        free(req);
-        ck_assert_msg(st == 414, "40 KB URL: expected 414, got %ld: %.300s", st, buf);
+        static const size_t lens[] = {9000, 40000, 100000};
+        for (size_t i = 0; i < 3; i++) {
+            size_t ul = lens[i];
+            char *req = malloc(ul + sizeof(tail) + 8);
+            long st;
+            ck_assert(req);
+            memcpy(req, "GET /", 5);
+            memset(req + 5, 'u', ul);
+            memcpy(req + 5 + ul, tail, sizeof(tail) - 1);
+            st = raw_request(d->port, req, 5 + ul + sizeof(tail) - 1, buf, sizeof(buf));
+            free(req);
+            ck_assert_msg(st == 414, "%zu B URL: expected 414, got %ld: %.300s", ul, st, buf);
+            if (ul < 64 * 1024)
+                ck_assert_msg(strstr(buf, "application/json") && strstr(buf, "\"uri_too_long\""),
+                              "%zu B URL: 414 is not SPEC's JSON: %.400s", ul, buf);
+        }
+        /* a long query string counts too */
+        req_with_query(d->port, buf, sizeof(buf));
     }
-    /* headers beyond the per-connection memory (32 KiB) */
+    /* headers past lorad's bound (16 KiB), within the pool: JSON 431; past
+     * the pool: MHD's own 431 */
     {
-        size_t hl = 40000;
-        char *req = malloc(hl + 200);
-        int n = snprintf(req, 200,
-                         "GET /healthz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n"
-                         "X-Big: ");
-        long st;
-        memset(req + n, 'h', hl);
-        memcpy(req + n + hl, "\r\n\r\n", 4);
-        st = raw_request(d->port, req, (size_t)n + hl + 4, buf, sizeof(buf));
+        static const size_t lens[] = {20000, 40000, 100000};
+        for (size_t i = 0; i < 3; i++) {
+            size_t hl = lens[i];
+            char *req = malloc(hl + 200);
+            int n = snprintf(req, 200,
+                             "GET /healthz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n"
+                             "X-Big: ");
+            long st;
+            memset(req + n, 'h', hl);
+            memcpy(req + n + hl, "\r\n\r\n", 4);
+            st = raw_request(d->port, req, (size_t)n + hl + 4, buf, sizeof(buf));
+            free(req);
+            ck_assert_msg(st == 431, "%zu B header: expected 431, got %ld: %.300s", hl, st, buf);
+            if (hl < 64 * 1024)
+                ck_assert_msg(strstr(buf, "application/json") &&
+                                  strstr(buf, "\"headers_too_large\""),
+                              "%zu B header: 431 is not SPEC's JSON: %.400s", hl, buf);
+        }
+        /* many small headers add up */
+        char *req = malloc(40000);
+        size_t o =
+            (size_t)sprintf(req, "GET /healthz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n");
+        for (int i = 0; i < 300; i++)
+            o += (size_t)sprintf(req + o, "X-H%d: %060d\r\n", i, i);
+        o += (size_t)sprintf(req + o, "\r\n");
+        long st = raw_request(d->port, req, o, buf, sizeof(buf));
         free(req);
-        ck_assert_msg(st == 431, "40 KB header: expected 431, got %ld: %.300s", st, buf);
+        ck_assert_msg(st == 431 && strstr(buf, "\"headers_too_large\""),
+                      "300 headers of 70 B: expected JSON 431, got %ld: %.300s", st, buf);
+    }
+    /* an HTTP version MHD does not speak: its own 505 (HTML, README) */
+    {
+        static const char req[] = "GET /healthz HTTP/2.0\r\nHost: l\r\nConnection: close\r\n\r\n";
+        long st = raw_request(d->port, req, sizeof(req) - 1, buf, sizeof(buf));
+        ck_assert_msg(st == 505, "HTTP/2.0 request line: expected 505, got %ld: %.300s", st, buf);
+    }
+    /* just below the bounds: served as usual */
+    {
+        char *req = malloc(20000);
+        size_t o = (size_t)sprintf(req, "GET /healthz?");
+        memset(req + o, 'q', 7000);
+        o += 7000;
+        o += (size_t)sprintf(req + o, " HTTP/1.1\r\nHost: l\r\nConnection: close\r\nX-Big: ");
+        memset(req + o, 'h', 12000);
+        o += 12000;
+        o += (size_t)sprintf(req + o, "\r\n\r\n");
+        long st = raw_request(d->port, req, o, buf, sizeof(buf));
+        free(req);
+        ck_assert_msg(st == 200, "7 KB query and 12 KB header: expected 200, got %ld: %.300s", st,
+                      buf);
     }
 }
 
