@@ -24,9 +24,13 @@
  *   the oldest history entry of any slot goes first; memory_limit when
  *   stables and canaries alone would pass it.
  * - 1,000 slots created and unloaded: the daemon's RSS stays flat.
+ * - Durable before visible: a slot change that cannot be written is 507
+ *   not_durable and nothing changed (no slot created); canary-rollout.sh
+ *   --slot against the real daemon.
  * No test measures time.
  */
 #include <pthread.h>
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -34,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -757,6 +763,72 @@ START_TEST(test_thousand_slots)
 }
 END_TEST
 
+/* ---- durable before visible, in slots ---- */
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* A state file that cannot grow (RLIMIT_FSIZE, as systemd's LimitFSIZE=
+ * sets it, on the running daemon): a /swap creating a slot, or changing
+ * one, is 507 not_durable and nothing changed; an /unload (a smaller
+ * file) works. */
+START_TEST(test_not_durable_slots)
+{
+    char *dir = itu_tmpdir(), state[600];
+    snprintf(state, sizeof(state), "%s/state.json", dir);
+    struct itu_daemon *d = itu_daemon_start(dir, NULL);
+    cJSON_Delete(sl_swap(d, "team-a", "demo-b"));
+    cJSON_Delete(sl_swap(d, "team-b", "demo-c"));
+    cJSON *st0 = itu_status(d);
+    long len = file_size(state);
+    ck_assert_int_gt(len, 0);
+    struct rlimit lim = {(rlim_t)len + 8, RLIM_INFINITY};
+    ck_assert_msg(prlimit(d->pid, RLIMIT_FSIZE, &lim, NULL) == 0, "prlimit: %s", strerror(errno));
+    sl_post_err(d, "/swap", "{\"adapter\":\"demo-a\",\"slot\":\"team-c\"}", 507, "not_durable");
+    sl_post_err(d, "/swap", "{\"adapter\":\"demo-c\",\"slot\":\"team-a\"}", 507, "not_durable");
+    cJSON *st1 = itu_status(d);
+    ck_assert_ptr_null(itu_jget(st1, "slots.team-c"));
+    ck_assert_msg(cJSON_Compare(itu_jget(st0, "slots.team-a.stable"),
+                                itu_jget(st1, "slots.team-a.stable"), 1) &&
+                      cJSON_Compare(itu_jget(st0, "slots.team-a.history"),
+                                    itu_jget(st1, "slots.team-a.history"), 1),
+                  "team-a changed");
+    ck_assert(itu_jnum(st0, "generation", -1) == itu_jnum(st1, "generation", -2));
+    ck_assert(cJSON_IsFalse(itu_jget(st1, "state_file.ok")));
+    cJSON_Delete(st1);
+    sl_expect(d, "team-a", "demo-b", 2, "team-a after 507");
+    long long v;
+    const char *code;
+    ck_assert_int_eq(sl_infer(d->client, "team-c", 0, false, NULL, 0, &v, &code, "team-c"), 404);
+    /* a smaller state file fits: the unload is durable */
+    cJSON *u = itu_post_ok(d, "/unload", "{\"slot\":\"team-b\"}");
+    ck_assert_str_eq(itu_jstr(u, "slot"), "team-b");
+    cJSON_Delete(u);
+    st1 = itu_status(d);
+    ck_assert(cJSON_IsTrue(itu_jget(st1, "state_file.ok")));
+    ck_assert_ptr_null(itu_jget(st1, "slots.team-b"));
+    cJSON_Delete(st1);
+    lim.rlim_cur = RLIM_INFINITY;
+    ck_assert(prlimit(d->pid, RLIMIT_FSIZE, &lim, NULL) == 0);
+    ck_assert_int_eq(itu_daemon_stop(d, 10000), 0);
+    itu_daemon_free(&d);
+    /* what was answered is what comes back */
+    d = itu_daemon_start(dir, NULL);
+    st1 = itu_status(d);
+    ck_assert_ptr_null(itu_jget(st1, "slots.team-b"));
+    ck_assert_ptr_null(itu_jget(st1, "slots.team-c"));
+    ck_assert_str_eq(itu_jstr(st1, "slots.team-a.stable.adapter"), "demo-b");
+    cJSON_Delete(st1);
+    cJSON_Delete(st0);
+    ck_assert_int_eq(itu_daemon_stop(d, 10000), 0);
+    itu_daemon_free(&d);
+    free(dir);
+}
+END_TEST
+
 /* ---- scripts/canary-rollout.sh --slot ---- */
 
 static bool sl_have(const char *tool)
@@ -869,6 +941,7 @@ int main(void)
     tcase_add_test(tc, test_memory_bound);
     tcase_add_test(tc, test_thousand_slots);
     tcase_add_test(tc, test_canary_script_slot);
+    tcase_add_test(tc, test_not_durable_slots);
     suite_add_tcase(s, tc);
     int failed = itu_run_suite(s);
     for (int i = 0; i <= SL_NAD; i++)
