@@ -278,6 +278,8 @@ def slots_bench(port, bodies, w1):
         verdict(ratio >= 0.8 and errors == 0))
     row("slots: distinct snapshots per batch (rows per forward)", "%.2f (%.2f)" % (snaps, res[N_SLOTS][0]["batch"]),
         "one slot: %.2f (%.2f)" % (one["snaps"], one["batch"]), "", "", "")
+    conn.close()  # idle through the load: lorad's connection_timeout_s closed it
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for i in range(N_SLOTS):  # the memory figures below are for one slot
         st, o = jpost(port, "/unload", {"slot": "s%d" % i}, conn=conn)
         assert st == 200, o
