@@ -2,10 +2,12 @@
  *
  * Design: four passes over the jobs, each job visited once per pass:
  * parse (job->req), route (job->slot_name, job->variant, job->snap), then
- * one group per distinct snapshot (of any slot and variant): its jobs'
- * rows are copied into one buffer, the forward pass runs over it in
- * chunks of forward_scratch_max_rows() rows, and each job's answer is
- * written from its slice of the outputs. A job leaves the batch as soon as
+ * ONE forward over every routed row of the batch, of every slot and
+ * variant: the rows are copied into one buffer ordered by snapshot (so
+ * each distinct snapshot's rows are one span), each chunk of
+ * forward_scratch_max_rows() rows runs as one forward_run_spans (one base
+ * GEMM per layer over all its rows, each snapshot's LoRA on its own), and
+ * each job's answer is written from its slice of the outputs. A job leaves the batch as soon as
  * it fails (job->code < 0); the passes after skip it. Every job that
  * reaches a group is served by the snapshot of the view read once at the
  * start, so one batch never mixes two views.
@@ -27,8 +29,15 @@ struct batch_scratch {
     int max_rows;  /* rows per forward pass */
     int base_rank; /* forward scratch rank unless a snapshot needs more */
     struct forward_scratch *fw;
-    float *x, *y; /* a group's rows [cap_rows][in] and outputs [cap_rows][out] */
+    float *x, *y; /* the batch's rows [cap_rows][in] and outputs [cap_rows][out] */
     size_t cap_rows;
+    /* the batch's snapshots: each job's group, each group's snapshot and
+     * first row, a chunk's spans [cap_jobs] */
+    int *gid;
+    const struct snapshot **gsnap;
+    size_t *gstart;
+    struct forward_span *spans;
+    size_t cap_jobs;
 };
 
 struct batch_scratch *batch_scratch_new(const struct model *m, int max_rows, int base_rank)
@@ -50,6 +59,10 @@ void batch_scratch_free(struct batch_scratch **scp)
     forward_scratch_free(&sc->fw);
     free(sc->x);
     free(sc->y);
+    free(sc->gid);
+    free(sc->gsnap);
+    free(sc->gstart);
+    free(sc->spans);
     free(sc);
     *scp = NULL;
 }
@@ -72,13 +85,11 @@ static int scratch_rows(struct batch_scratch *sc, size_t rows)
     return 0;
 }
 
-/* A forward scratch that takes snapshot `snap` (NULL: the base model). */
-static int scratch_forward(struct batch_scratch *sc, const struct snapshot *snap)
+/* A forward scratch that takes LoRA ranks up to `need`. */
+static int scratch_forward_rank(struct batch_scratch *sc, int need)
 {
-    int rank = sc->base_rank;
-    if (snap && snap->rank > rank)
-        rank = snap->rank;
-    if (sc->fw && (!snap || snap->rank <= forward_scratch_max_rank(sc->fw)))
+    int rank = sc->base_rank > need ? sc->base_rank : need;
+    if (sc->fw && need <= forward_scratch_max_rank(sc->fw))
         return 0;
     forward_scratch_free(&sc->fw);
     sc->fw = forward_scratch_new(sc->m, sc->max_rows, rank);
@@ -155,11 +166,6 @@ static void job_route(struct batch_job *j, const struct serving_view *v)
     snprintf(j->slot_name, sizeof(j->slot_name), "%s", sv->name);
 }
 
-static bool in_group(const struct batch_job *j, const struct snapshot *snap)
-{
-    return j->code == 0 && j->snap == snap;
-}
-
 /* Pass 4: job j's answer from its outputs y, as served by snap. */
 static void job_answer(struct batch_job *j, const struct model *m, const struct snapshot *snap,
                        const float *y)
@@ -185,45 +191,100 @@ static void job_answer(struct batch_job *j, const struct model *m, const struct 
     j->resp_type = j->binary ? "application/octet-stream" : "application/json";
 }
 
-/* Pass 3 and 4 for the jobs served by `snap`: one forward over their rows. */
-static void run_group(const struct model *m, const struct snapshot *snap,
-                      const struct batch_params *p, struct batch_job *const *jobs, size_t n,
-                      struct batch_scratch *sc)
+/* Room for the groups of n jobs. */
+static int scratch_groups(struct batch_scratch *sc, size_t n)
+{
+    if (n <= sc->cap_jobs)
+        return 0;
+    int *g = realloc(sc->gid, n * sizeof(*g));
+    if (!g)
+        return LORAD_E_INTERNAL;
+    sc->gid = g;
+    const struct snapshot **gs = realloc(sc->gsnap, n * sizeof(*gs));
+    if (!gs)
+        return LORAD_E_INTERNAL;
+    sc->gsnap = gs;
+    size_t *st = realloc(sc->gstart, (n + 1) * sizeof(*st));
+    if (!st)
+        return LORAD_E_INTERNAL;
+    sc->gstart = st;
+    struct forward_span *sp = realloc(sc->spans, n * sizeof(*sp));
+    if (!sp)
+        return LORAD_E_INTERNAL;
+    sc->spans = sp;
+    sc->cap_jobs = n;
+    return 0;
+}
+
+/* Pass 3 and 4: every routed job's rows, of every slot and variant,
+ * through one forward (in chunks): rows ordered by snapshot so each
+ * snapshot's rows are one span; per layer one base GEMM over all of them
+ * (forward_run_spans). Returns the number of distinct snapshots. */
+static int run_rows(const struct model *m, const struct batch_params *p,
+                    struct batch_job *const *jobs, size_t n, struct batch_scratch *sc)
 {
     size_t width = (size_t)m->in_features, outw = (size_t)m->out_features;
-    size_t total = 0, off = 0, i;
-    int chunk;
+    size_t total = 0, off, i;
+    int ng = 0, rank = 0, chunk, k;
 
-    for (i = 0; i < n; i++)
-        if (in_group(jobs[i], snap))
-            total += (size_t)jobs[i]->req.rows;
-    if (total == 0)
-        return;
-    if (!sc || scratch_rows(sc, total) != 0 || scratch_forward(sc, snap) != 0) {
-        for (i = 0; i < n; i++)
-            if (in_group(jobs[i], snap))
-                job_fail(jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
-        return;
-    }
+    if (!sc || scratch_groups(sc, n) != 0)
+        goto oom;
     for (i = 0; i < n; i++) {
-        if (!in_group(jobs[i], snap))
+        struct batch_job *j = jobs[i];
+        if (j->code != 0)
             continue;
-        memcpy(sc->x + off * width, jobs[i]->req.x, (size_t)jobs[i]->req.rows * width * 4);
-        off += (size_t)jobs[i]->req.rows;
+        for (k = 0; k < ng && sc->gsnap[k] != j->snap; k++)
+            ;
+        if (k == ng) {
+            sc->gsnap[ng++] = j->snap;
+            if (j->snap && j->snap->rank > rank)
+                rank = j->snap->rank;
+        }
+        sc->gid[i] = k;
+        total += (size_t)j->req.rows;
     }
+    if (total == 0)
+        return 0;
+    if (scratch_rows(sc, total) != 0 || scratch_forward_rank(sc, rank) != 0)
+        goto oom;
+    off = 0;
+    for (k = 0; k < ng; k++) { /* by snapshot: each one span */
+        sc->gstart[k] = off;
+        for (i = 0; i < n; i++) {
+            struct batch_job *j = jobs[i];
+            if (j->code != 0 || sc->gid[i] != k)
+                continue;
+            j->row_off = off;
+            memcpy(sc->x + off * width, j->req.x, (size_t)j->req.rows * width * sizeof(float));
+            off += (size_t)j->req.rows;
+        }
+    }
+    sc->gstart[ng] = off;
     chunk = forward_scratch_max_rows(sc->fw);
     for (off = 0; off < total; off += (size_t)chunk) {
-        int rows = (int)(total - off < (size_t)chunk ? total - off : (size_t)chunk);
-        forward_run(m, snap, sc->x + off * width, rows, sc->y + off * outw, sc->fw);
+        size_t end = total - off < (size_t)chunk ? total : off + (size_t)chunk;
+        int nsp = 0;
+        for (k = 0; k < ng; k++) {
+            size_t a = sc->gstart[k] > off ? sc->gstart[k] : off;
+            size_t b = sc->gstart[k + 1] < end ? sc->gstart[k + 1] : end;
+            if (a < b)
+                sc->spans[nsp++] =
+                    (struct forward_span){sc->gsnap[k], (int)(a - off), (int)(b - a)};
+        }
+        forward_run_spans(m, sc->spans, nsp, sc->x + off * width, (int)(end - off),
+                          sc->y + off * outw, sc->fw);
         if (p->on_forward)
-            p->on_forward(p->arg, rows);
+            p->on_forward(p->arg, (int)(end - off));
     }
-    for (i = off = 0; i < n; i++) {
-        if (!in_group(jobs[i], snap))
-            continue;
-        job_answer(jobs[i], m, snap, sc->y + off * outw);
-        off += (size_t)jobs[i]->req.rows;
-    }
+    for (i = 0; i < n; i++)
+        if (jobs[i]->code == 0)
+            job_answer(jobs[i], m, jobs[i]->snap, sc->y + jobs[i]->row_off * outw);
+    return ng;
+oom:
+    for (i = 0; i < n; i++)
+        if (jobs[i]->code == 0)
+            job_fail(jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
+    return 0;
 }
 
 void batch_run(const struct model *m, struct serving *s, const struct batch_params *p,
@@ -251,16 +312,7 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
     for (i = 0; i < n; i++)
         if (jobs[i]->code == 0)
             job_route(jobs[i], v);
-    /* one group per distinct snapshot, in the order of their first job */
-    for (i = 0; i < n; i++) {
-        bool first = jobs[i]->code == 0;
-        for (size_t k = 0; first && k < i; k++)
-            first = !(jobs[k]->snap == jobs[i]->snap && jobs[k]->slot_name[0]);
-        if (first) {
-            run_group(m, jobs[i]->snap, p, jobs, n, sc);
-            groups++;
-        }
-    }
+    groups = run_rows(m, p, jobs, n, sc);
     if (p->on_snapshots && groups > 0)
         p->on_snapshots(p->arg, groups);
     for (i = 0; i < n; i++)

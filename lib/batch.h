@@ -60,6 +60,7 @@ struct batch_job {
     /* private to batch.c */
     struct inferbody_req req;
     const struct snapshot *snap; /* what serves it (NULL: base model) */
+    size_t row_off;              /* its first row in the batch's buffers */
 };
 
 /* What a batch may take and who hears of its forward passes. */

@@ -141,3 +141,40 @@ void forward_run(const struct model *m, const struct snapshot *snap, const float
         cur = out;
     }
 }
+
+void forward_run_spans(const struct model *m, const struct forward_span *spans, int nspans,
+                       const float *x, int rows, float *y, struct forward_scratch *s)
+{
+    const float *cur = x;
+
+    assert(m && spans && x && y && s);
+    assert(rows >= 1 && rows <= s->max_rows && nspans >= 1);
+    for (size_t l = 0; l < m->nlayers; l++) {
+        const struct model_layer *L = &m->layers[l];
+        float *out = l + 1 == m->nlayers ? y : s->buf[l & 1];
+        const int in = L->in_features, nout = L->out_features;
+
+        assert((size_t)in <= s->width && (size_t)nout <= s->width);
+        /* one base GEMM over every row of the batch */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, nout, in, 1.0f, cur, in,
+                    L->weight, nout, 0.0f, out, nout);
+        for (int g = 0; g < nspans; g++) {
+            const struct forward_span *sp = &spans[g];
+            const struct snapshot_layer *sl = sp->snap ? &sp->snap->layers[l] : NULL;
+            const struct snapshot_lora *lo = sl ? sl->lora : NULL;
+            const float *gx = cur + (size_t)sp->off * (size_t)in;
+            float *gy = out + (size_t)sp->off * (size_t)nout;
+            assert(sp->off >= 0 && sp->n >= 1 && sp->off + sp->n <= rows);
+            assert(!sp->snap || sp->snap->nlayers == m->nlayers);
+            if (sl && sl->weight) /* modules_to_save: this snapshot's own weight */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, sp->n, nout, in, 1.0f, gx,
+                            in, sl->weight, nout, 0.0f, gy, nout);
+            if (lo && lo->rank > 0) {
+                assert(lo->rank <= s->max_rank);
+                lora_delta(lo, gx, sp->n, in, nout, gy, s->t);
+            }
+            finish_rows(L, lo, sl && sl->bias ? sl->bias : L->bias, gy, sp->n);
+        }
+        cur = out;
+    }
+}

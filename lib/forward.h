@@ -32,4 +32,19 @@ int forward_scratch_max_rank(const struct forward_scratch *s);
 void forward_run(const struct model *m, const struct snapshot *snap, const float *x, int rows,
                  float *y, struct forward_scratch *s);
 
+/* Rows [off, off + n) of a batch, served by one snapshot (NULL: base). */
+struct forward_span {
+    const struct snapshot *snap;
+    int off, n;
+};
+
+/* The forward pass of `rows` rows whose spans (disjoint, covering them)
+ * are served by different snapshots: per layer ONE base GEMM over every
+ * row, then each span's own modules_to_save weight (when its snapshot
+ * replaces the layer), LoRA term, DoRA scale, bias and activation on its
+ * rows only. Each row's output equals forward_run's for its snapshot up
+ * to float rounding. Same threads and scratch rules as forward_run. */
+void forward_run_spans(const struct model *m, const struct forward_span *spans, int nspans,
+                       const float *x, int rows, float *y, struct forward_scratch *s);
+
 #endif
