@@ -78,4 +78,4 @@ while :; do
     wait $PID || rc=$?
     kill -0 $PID 2>/dev/null || break
 done
-exit $rc
+exit "$rc"
