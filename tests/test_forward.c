@@ -453,6 +453,45 @@ START_TEST(test_scratch)
 }
 END_TEST
 
+/* forward_run_spans: rows of the base model and of a snapshot with
+ * modules_to_save, DoRA and lora_bias in one batch, each span against the
+ * reference of its own snapshot (the base model's layers kept aside
+ * before the snapshot changed the reference). */
+START_TEST(test_spans)
+{
+    struct fixture f;
+    struct tu_layer base[3];
+    const int rows = 10;
+    uint64_t seed = 77;
+    build_model(&f, three, 3, 250);
+    memcpy(base, f.ref, sizeof(base));
+    replace_layer(&f, 0, true, 350);
+    add_lora(&f, 1, 4, 1.5, false, true, 351, 0.2);
+    add_lora(&f, 2, 8, 0.5, true, false, 352, 0.2);
+    const struct model *m = f.m;
+    size_t in = (size_t)m->in_features, out = (size_t)m->out_features;
+    double *x = tu_rand_array(&seed, (size_t)rows * in, -1, 1);
+    float *xf = to_float(x, (size_t)rows * in);
+    float *y = calloc((size_t)rows * out, sizeof(*y));
+    double *want = calloc((size_t)rows * out, sizeof(*want));
+    struct forward_scratch *s = forward_scratch_new(m, MAX_ROWS, MAX_RANK);
+    const struct forward_span sp[3] = {{NULL, 0, 3}, {f.snap, 3, 4}, {NULL, 7, 3}};
+    ck_assert(y && want && s);
+    forward_run_spans(m, sp, 3, xf, rows, y, s);
+    tu_ref_forward(base, 3, x, 3, want);
+    tu_ref_forward(f.ref, 3, x + 3 * in, 4, want + 3 * out);
+    tu_ref_forward(base, 3, x + 7 * in, 3, want + 7 * out);
+    double worst = tu_worst_ratio(y, want, (size_t)rows * out, ATOL, RTOL);
+    ck_assert_msg(worst <= 1.0, "spans: worst error ratio %g", worst);
+    forward_scratch_free(&s);
+    free(x);
+    free(xf);
+    free(y);
+    free(want);
+    free_fixture(&f);
+}
+END_TEST
+
 static Suite *forward_suite(void)
 {
     Suite *s = suite_create("forward");
@@ -469,6 +508,7 @@ static Suite *forward_suite(void)
     tcase_add_test(tc, test_overflow_is_non_finite);
     tcase_add_test(tc, test_fan_in_fan_out_model);
     tcase_add_test(tc, test_scratch);
+    tcase_add_test(tc, test_spans);
     suite_add_tcase(s, tc);
     return s;
 }
