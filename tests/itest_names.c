@@ -10,9 +10,14 @@
  *   lorad-worker-N      exactly one per worker, N = 0 .. workers-1
  *   lorad-pool          one per libuv threadpool thread (UV_THREADPOOL_SIZE=3)
  *   lorad-rcu           exactly one (liburcu's call_rcu thread)
- *   lorad-blas          as many as OpenBLAS's server threads (this test
- *                       process links the same OpenBLAS in the same
- *                       environment: openblas_get_num_threads() - 1)
+ *   lorad-blas          as many as the threads the libraries start before
+ *                       main (OpenBLAS's server threads; under TSAN=1 also
+ *                       ThreadSanitizer's background thread): this test
+ *                       binary links the same libraries (it calls
+ *                       OpenBLAS, so the linker keeps it) and runs in the
+ *                       same environment, so it counts its own threads at
+ *                       the top of main(): at least
+ *                       openblas_get_num_threads() - 1
  * and nothing else: every thread is lorad or lorad-*. The same holds after
  * the OpenBLAS re-exec (blas_coretype "Core2", which any x86_64 runs).
  * Names are set as the daemon starts; the test polls (bounded) until they
@@ -25,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -36,6 +42,9 @@
 #define NM_MAX_THREADS 256
 #define NM_POLL_MS 20
 #define NM_POLL_MAX 250 /* x 20 ms = 5 s */
+
+/* Threads of this process at the top of main(), the main thread excluded. */
+static int nm_premain_threads = -1;
 
 struct nm_thread {
     long tid;
@@ -77,6 +86,22 @@ static int nm_list(pid_t pid, struct nm_thread *t, int max)
             continue; /* the thread just exited */
         t[n++].tid = tid;
     }
+    closedir(d);
+    return n;
+}
+
+/* Threads of this process (outside a test case: no Check assertion). */
+static int nm_count_self(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    if (!d) {
+        fprintf(stderr, "itest_names: opendir /proc/self/task failed\n");
+        exit(2);
+    }
+    while ((e = readdir(d)) != NULL)
+        n += strtol(e->d_name, NULL, 10) > 0;
     closedir(d);
     return n;
 }
@@ -178,7 +203,10 @@ static void nm_run(const char *overrides, bool expect_reexec)
     struct itl_load *load;
     struct itl_counts cnt;
     char why[8192] = "";
-    int blas = openblas_get_num_threads() - 1;
+    int blas = nm_premain_threads;
+    ck_assert_msg(blas >= openblas_get_num_threads() - 1,
+                  "this test saw %d threads before main, OpenBLAS runs %d", blas,
+                  openblas_get_num_threads());
     bool ok = false;
     nm_use_copy();
     setenv("UV_THREADPOOL_SIZE", "3", 1);
@@ -230,6 +258,7 @@ END_TEST
 
 int main(void)
 {
+    nm_premain_threads = nm_count_self() - 1;
     Suite *s = suite_create("itest_names");
     TCase *tc = tcase_create("names");
     tcase_set_timeout(tc, 120);
