@@ -3,7 +3,8 @@
  * orderly shutdown (SPEC.md 5, 7, 8).
  *
  * Start-up runs before the loop and may block: config → log level →
- * OpenBLAS kernel (may re-exec once) → model → adapter_dir → profile →
+ * OpenBLAS kernel (may re-exec once) → the library threads' names
+ * (threadname.h) → model → adapter_dir → profile →
  * serving state → state file restore, or initial_adapter → one state write
  * (the version floor) → workers → listeners → READY=1 → uv_run. Any
  * failure is one clear log line and exit status 1.
@@ -856,8 +857,8 @@ int main(int argc, char **argv)
     }
     atomic_store(&srv.max_rows_per_request, srv.cfg.max_rows_per_request);
     blas_select(srv.cfg.blas_coretype, argv);
-    /* After the re-exec (if any) and before lorad starts a thread: the
-     * threads there are now are OpenBLAS's. */
+    /* After the re-exec (if any) and before lorad starts a thread of its
+     * own, so the only other threads are OpenBLAS's (threadname.h). */
     int nblas = threadname_others(THREADNAME_BLAS);
     LOG_I("event=start version=%s pid=%d config=%s blas_threads=%d", LORAD_VERSION, (int)getpid(),
           cl.config_path ? cl.config_path : "null", nblas);
