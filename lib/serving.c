@@ -12,7 +12,9 @@
  * failure leaves serving untouched; (2) update the bookkeeping and publish;
  * (3) hand the old view and every snapshot that left the state to
  * call_rcu(), whose helper thread frees them after a grace period. The
- * writer never waits for readers.
+ * writer never waits for readers. That helper thread is liburcu's and
+ * inherits the name of whichever thread started it; serving_name_reclaimer()
+ * names it from inside a callback it runs.
  *
  * Two-phase commits (durable before visible, SPEC 8): after
  * serving_hold(), the next change runs steps (1) and the bookkeeping half
@@ -36,6 +38,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,8 +142,9 @@ static void retired_add(struct retired *r, struct snapshot *snap)
         r->snaps[r->n++] = snap;
 }
 
-/* Queues `r` for freeing after a grace period, without blocking. */
-static void retire(struct retired *r)
+/* call_rcu() from this thread, registered (lazily, as the writer) and
+ * online for the duration of the call only. */
+static void call_rcu_online(struct rcu_head *head, void (*fn)(struct rcu_head *))
 {
     bool was_online;
     if (tls_reg == REG_NONE) {
@@ -153,9 +157,15 @@ static void retire(struct retired *r)
             rcu_thread_online();
     }
     grace_release(); /* the hand-off to call_rcu's thread, told to TSan */
-    call_rcu(&r->head, retired_free_cb);
+    call_rcu(head, fn);
     if (!was_online)
         rcu_thread_offline();
+}
+
+/* Queues `r` for freeing after a grace period, without blocking. */
+static void retire(struct retired *r)
+{
+    call_rcu_online(&r->head, retired_free_cb);
 }
 
 static struct serving_view *view_build(const struct serving *s)
@@ -816,4 +826,31 @@ enum serving_variant serving_route(struct serving *s, const struct serving_view 
     c = atomic_fetch_add_explicit(&s->route_ctr, 1, memory_order_relaxed) % SERVING_BP_MAX;
     return (c + 1) * bp / SERVING_BP_MAX > c * bp / SERVING_BP_MAX ? SERVING_CANARY
                                                                    : SERVING_STABLE;
+}
+
+/* ---- the reclaimer thread's name ---- */
+
+struct reclaimer_name {
+    struct rcu_head head;
+    char name[16];
+};
+
+static void reclaimer_name_cb(struct rcu_head *head)
+{
+    struct reclaimer_name *n = caa_container_of(head, struct reclaimer_name, head);
+    grace_acquire();
+    (void)pthread_setname_np(pthread_self(), n->name);
+    free(n);
+}
+
+int serving_name_reclaimer(const char *name)
+{
+    struct reclaimer_name *n;
+    if (!name || strlen(name) >= sizeof(n->name))
+        return LORAD_E_INVALID_REQUEST;
+    if (!(n = calloc(1, sizeof(*n))))
+        return LORAD_E_INTERNAL;
+    memcpy(n->name, name, strlen(name));
+    call_rcu_online(&n->head, reclaimer_name_cb);
+    return 0;
 }
