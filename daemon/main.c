@@ -3,7 +3,8 @@
  * orderly shutdown (SPEC.md 5, 7, 8).
  *
  * Start-up runs before the loop and may block: config → log level →
- * OpenBLAS kernel (may re-exec once) → model → adapter_dir → profile →
+ * OpenBLAS kernel (may re-exec once) → the library threads' names
+ * (threadname.h) → model → adapter_dir → profile →
  * serving state → state file restore, or initial_adapter → one state write
  * (the version floor) → workers → listeners → READY=1 → uv_run. Any
  * failure is one clear log line and exit status 1.
@@ -58,6 +59,7 @@
 #include "statewrite.h"
 #include "status.h"
 #include "systemd.h"
+#include "threadname.h"
 #include "workers.h"
 
 #define DRAIN_POLL_MS 10
@@ -831,7 +833,8 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
     int rc;
     if ((rc = startup_core(srv, &err)) < 0)
         goto fail;
-    if (!(srv->serving = serving_new(srv->cfg.history))) {
+    if (!(srv->serving = serving_new(srv->cfg.history)) ||
+        serving_name_reclaimer(THREADNAME_RCU) < 0) {
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
@@ -850,6 +853,8 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "cannot create the event loop");
         goto fail;
     }
+    if (threadname_uv_pool(srv->loop, THREADNAME_POOL) < 0)
+        LOG_W("event=thread_names_incomplete reason=\"cannot queue work to libuv's threadpool\"");
     if (!(srv->metrics = metrics_new())) {
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
@@ -951,8 +956,11 @@ int main(int argc, char **argv)
     }
     atomic_store(&srv.max_rows_per_request, srv.cfg.max_rows_per_request);
     blas_select(srv.cfg.blas_coretype, argv);
-    LOG_I("event=start version=%s pid=%d config=%s", LORAD_VERSION, (int)getpid(),
-          cl.config_path ? cl.config_path : "null");
+    /* After the re-exec (if any) and before lorad starts a thread of its
+     * own, so the only other threads are OpenBLAS's (threadname.h). */
+    int nblas = threadname_others(THREADNAME_BLAS);
+    LOG_I("event=start version=%s pid=%d config=%s blas_threads=%d", LORAD_VERSION, (int)getpid(),
+          cl.config_path ? cl.config_path : "null", nblas);
     rc = serve(&srv, &lc);
     bool clean = !lc.abandoned && teardown(&srv);
     if (rc == 0)

@@ -7,7 +7,7 @@
  * completion list and uv_async_send; the async callback drains the whole
  * list (sends coalesce) into ops->done. Idle workers are RCU-offline while
  * they wait. What a batch computes is the caller's: this file knows items
- * only by their link and row estimate.
+ * only by their link and row estimate. Worker i is named lorad-worker-i.
  *
  * Drain: until the drain deadline the pool runs as usual, so every queued
  * item is run. At the deadline the loop thread calls
@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <cblas.h>
@@ -173,6 +174,16 @@ out:
 
 /* ---- the pool (loop thread) ---- */
 
+/* "lorad-worker-N", N from 0 (SPEC 8); the kernel keeps 15 bytes, so from
+ * worker 100 on the name is cut ("lorad-worker-10" for 100..109). */
+static void name_worker(pthread_t tid, int i)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "lorad-worker-%d", i);
+    name[15] = '\0';
+    (void)pthread_setname_np(tid, name);
+}
+
 static void pool_free(struct workers *ws)
 {
     pthread_mutex_destroy(&ws->mu);
@@ -225,6 +236,7 @@ int workers_start(struct workers **out, uv_loop_t *loop, const struct workers_co
             return lorad_error_set(err, LORAD_E_INTERNAL, "cannot start worker thread %d", i);
         }
         w->started = true;
+        name_worker(w->tid, i);
     }
     LOG_I("event=workers_started workers=%d max_batch_rows=%d queue_max=%zu", c->threads,
           c->max_batch_rows, c->queue_max);

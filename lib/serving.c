@@ -16,7 +16,9 @@
  * call_rcu(), whose helper thread frees them after a grace period. The
  * writer never waits for readers. A view's slot entries point at the
  * slots' names and routing counters, so a slot is freed only with (after)
- * the last view that showed it.
+ * the last view that showed it. The call_rcu helper thread is liburcu's
+ * and inherits the name of whichever thread started it;
+ * serving_name_reclaimer() names it from inside a callback it runs.
  *
  * liburcu's QSBR call_rcu() must be called from a registered, online
  * thread. The writer thread is registered lazily on its first retire and
@@ -47,6 +49,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,8 +268,9 @@ static void acct_out(struct serving *s, struct retired *r, struct snapshot *snap
     }
 }
 
-/* Queues `r` for freeing after a grace period, without blocking. */
-static void retire(struct retired *r)
+/* call_rcu() from this thread, registered (lazily, as the writer) and
+ * online for the duration of the call only. */
+static void call_rcu_online(struct rcu_head *head, void (*fn)(struct rcu_head *))
 {
     bool was_online;
     if (tls_reg == REG_NONE) {
@@ -279,9 +283,15 @@ static void retire(struct retired *r)
             rcu_thread_online();
     }
     grace_release(); /* the hand-off to call_rcu's thread, told to TSan */
-    call_rcu(&r->head, retired_free_cb);
+    call_rcu(head, fn);
     if (!was_online)
         rcu_thread_offline();
+}
+
+/* Queues `r` for freeing after a grace period, without blocking. */
+static void retire(struct retired *r)
+{
+    call_rcu_online(&r->head, retired_free_cb);
 }
 
 static struct serving_view *view_alloc(size_t nslots)
@@ -1408,4 +1418,31 @@ enum serving_variant serving_route(struct serving *s, const struct serving_view 
 {
     (void)s;
     return v ? serving_route_slot(v->dflt, key, keylen) : SERVING_STABLE;
+}
+
+/* ---- the reclaimer thread's name ---- */
+
+struct reclaimer_name {
+    struct rcu_head head;
+    char name[16];
+};
+
+static void reclaimer_name_cb(struct rcu_head *head)
+{
+    struct reclaimer_name *n = caa_container_of(head, struct reclaimer_name, head);
+    grace_acquire();
+    (void)pthread_setname_np(pthread_self(), n->name);
+    free(n);
+}
+
+int serving_name_reclaimer(const char *name)
+{
+    struct reclaimer_name *n;
+    if (!name || strlen(name) >= sizeof(n->name))
+        return LORAD_E_INVALID_REQUEST;
+    if (!(n = calloc(1, sizeof(*n))))
+        return LORAD_E_INTERNAL;
+    memcpy(n->name, name, strlen(name));
+    call_rcu_online(&n->head, reclaimer_name_cb);
+    return 0;
 }

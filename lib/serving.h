@@ -261,6 +261,13 @@ int serving_restore_slot(struct serving *s, const char *slot, struct snapshot *s
                          size_t nhistory, struct profile *profile, struct lorad_error *err);
 void serving_restore_counters(struct serving *s, uint64_t generation, uint64_t next_version);
 
+/* Names liburcu's call_rcu thread, the one that frees what commits
+ * retire, `name` (at most 15 bytes): a callback queued now renames the
+ * thread it runs on, after a grace period (at once while no reader is
+ * online). Starts that thread if it is not running yet. Writer thread.
+ * 0, LORAD_E_INVALID_REQUEST (name too long) or LORAD_E_INTERNAL. */
+int serving_name_reclaimer(const char *name);
+
 /* Blocks until every retired object has been freed (tests, benchmarks of
  * memory, shutdown). Not for the loop thread while serving. */
 void serving_barrier(struct serving *s);

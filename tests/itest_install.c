@@ -4,8 +4,9 @@
  * - `make -f mk/install.mk install DESTDIR=D PREFIX=/usr` (B: the
  *   directory of $LORAD_BIN, where loradctl is built too): every expected
  *   file with its mode, /usr/local/ rewritten to /usr/ in the units and
- *   man pages, the dashboard installed when its file exists (DASHBOARD=
- *   a temp file) and not when it does not, the installed tools finding
+ *   man pages, the dashboard (deploy/grafana/lorad.json, byte for byte, as
+ *   usr/share/lorad/grafana/lorad.json) installed when its file exists and
+ *   not when it does not (DASHBOARD= a missing file), the installed tools finding
  *   each other under their installed names; a second install keeps the
  *   operator's config; `make uninstall` leaves only /etc/lorad/lorad.json.
  * - man/loradctl.1 and man/lorad.8: `groff -man -ww -z` prints no warning,
@@ -72,7 +73,8 @@ static char *read_text(const char *path)
     return t;
 }
 
-/* make -C SRCDIR -f mk/install.mk B=... DESTDIR=... PREFIX=/usr DASHBOARD=... TARGET */
+/* make -C SRCDIR -f mk/install.mk B=... DESTDIR=... PREFIX=/usr [DASHBOARD=...] TARGET
+ * (dashboard NULL: the Makefile's default, deploy/grafana/lorad.json) */
 static void run_make(const char *dest, const char *dashboard, const char *target)
 {
     const char *bin = itu_lorad_bin();
@@ -83,7 +85,7 @@ static void run_make(const char *dest, const char *dashboard, const char *target
     *strrchr(abs, '/') = '\0';
     snprintf(barg, sizeof(barg), "B=%s", abs);
     snprintf(darg, sizeof(darg), "DESTDIR=%s", dest);
-    snprintf(dash, sizeof(dash), "DASHBOARD=%s", dashboard);
+    snprintf(dash, sizeof(dash), "DASHBOARD=%s", dashboard ? dashboard : "");
     char *argv[] = {"/usr/bin/env",
                     "make",
                     "--no-print-directory",
@@ -94,8 +96,8 @@ static void run_make(const char *dest, const char *dashboard, const char *target
                     barg,
                     darg,
                     "PREFIX=/usr",
-                    dash,
-                    (char *)target,
+                    dashboard ? dash : (char *)target,
+                    dashboard ? (char *)target : NULL,
                     NULL};
     rc = itu_run(argv, &out);
     ck_assert_msg(rc == 0, "make %s exited %d:\n%s", target, rc, out);
@@ -192,7 +194,8 @@ static void walk(const char *root, const char *dir, char *list, size_t cap)
 
 START_TEST(test_install_uninstall)
 {
-    char *dest, *dash, *none, *p, *text;
+    char *dest, *none, *p, *text, *want, *src;
+    size_t wlen = 0, glen = 0;
     char files[4096] = "";
     if (!have_tool("make")) {
         printf("SKIP: test_install_uninstall: make is not installed; make install was not "
@@ -200,9 +203,7 @@ START_TEST(test_install_uninstall)
         return;
     }
     dest = tu_mkdtemp();
-    dash = tu_path(dest, "dashboard.json");
     none = tu_path(dest, "no-dashboard.json");
-    tu_write_text(dash, "{\"title\": \"lorad\"}\n");
     run_make(dest, none, "install");
     for (size_t i = 0; i < INST_NFILES; i++)
         expect_file(dest, inst_files[i].path, inst_files[i].mode);
@@ -219,20 +220,29 @@ START_TEST(test_install_uninstall)
     text = read_text(p);
     ck_assert(strstr(text, "\"state_file\": \"/var/lib/lorad/state.json\"") != NULL);
     free(text);
-    /* a second install (now with a dashboard) keeps the operator's config */
+    /* a second install (now with the tree's dashboard) keeps the operator's
+     * config and installs deploy/grafana/lorad.json as it is */
     tu_write_text(p, "{\"listen\": \"127.0.0.1:9999\"}\n");
-    run_make(dest, dash, "install");
+    run_make(dest, NULL, "install");
     expect_file(dest, INST_DASHBOARD, 0644);
+    src = tu_path(srcdir(), "deploy/grafana/lorad.json");
+    want = (char *)tu_read_file(src, &wlen);
+    free(src);
+    src = tu_path(dest, INST_DASHBOARD);
+    text = (char *)tu_read_file(src, &glen);
+    ck_assert_msg(wlen == glen && memcmp(want, text, wlen) == 0,
+                  "%s differs from deploy/grafana/lorad.json", INST_DASHBOARD);
+    free(text);
+    free(want);
+    free(src);
     text = read_text(p);
     ck_assert_str_eq(text, "{\"listen\": \"127.0.0.1:9999\"}\n");
     free(text);
     free(p);
-    /* uninstall: only the config is left (and the two inputs of this test) */
-    run_make(dest, dash, "uninstall");
+    /* uninstall: only the config is left */
+    run_make(dest, NULL, "uninstall");
     walk(dest, dest, files, sizeof(files));
-    ck_assert_msg(strcmp(files, "etc/lorad/lorad.json\ndashboard.json\n") == 0 ||
-                      strcmp(files, "dashboard.json\netc/lorad/lorad.json\n") == 0,
-                  "after make uninstall:\n%s", files);
+    ck_assert_msg(strcmp(files, "etc/lorad/lorad.json\n") == 0, "after make uninstall:\n%s", files);
     p = tu_path(dest, "usr/share/lorad");
     ck_assert_msg(access(p, F_OK) != 0, "usr/share/lorad was left behind");
     free(p);
@@ -241,7 +251,6 @@ START_TEST(test_install_uninstall)
     free(p);
     tu_rmrf(dest);
     free(none);
-    free(dash);
     free(dest);
 }
 END_TEST

@@ -3,6 +3,7 @@
  * routing shares, and RCU publication under concurrent readers (run it
  * under ASan: a reader touching a freed snapshot is a use-after-free). */
 #include <check.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "../lib/serving.h"
 #include "../lib/snapshot.h"
@@ -1096,6 +1099,58 @@ START_TEST(test_held_slots)
 }
 END_TEST
 
+/* Threads of this process named `name` (other than the caller's own). */
+static int threads_named(const char *name, bool *self_named)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    long self = (long)syscall(SYS_gettid);
+    int n = 0;
+    ck_assert(d != NULL);
+    *self_named = false;
+    while ((e = readdir(d)) != NULL) {
+        char path[64], comm[32] = "";
+        long tid = strtol(e->d_name, NULL, 10);
+        FILE *f;
+        if (tid <= 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%ld/comm", tid);
+        if (!(f = fopen(path, "r")))
+            continue;
+        if (fgets(comm, sizeof(comm), f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        if (strcmp(comm, name) != 0)
+            continue;
+        if (tid == self)
+            *self_named = true;
+        else
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+START_TEST(test_name_reclaimer)
+{
+    struct serving *s = serving_new(2);
+    bool self_named;
+    ck_assert_int_eq(serving_name_reclaimer(NULL), LORAD_E_INVALID_REQUEST);
+    ck_assert_int_eq(serving_name_reclaimer("0123456789abcdef"), LORAD_E_INVALID_REQUEST);
+    ck_assert_int_eq(threads_named("srv-reclaim-t", &self_named), 0);
+    ck_assert_int_eq(serving_name_reclaimer("srv-reclaim-t"), 0);
+    serving_barrier(s); /* the callback has run */
+    ck_assert_int_eq(threads_named("srv-reclaim-t", &self_named), 1);
+    ck_assert_msg(!self_named, "the writer thread was renamed, not call_rcu's");
+    /* the longest name that fits (15 bytes) renames the same thread */
+    ck_assert_int_eq(serving_name_reclaimer("0123456789abcde"), 0);
+    serving_barrier(s);
+    ck_assert_int_eq(threads_named("0123456789abcde", &self_named), 1);
+    ck_assert_int_eq(threads_named("srv-reclaim-t", &self_named), 0);
+    serving_free(&s);
+}
+END_TEST
+
 static Suite *serving_suite(void)
 {
     Suite *s = suite_create("serving");
@@ -1117,6 +1172,7 @@ static Suite *serving_suite(void)
     tcase_add_test(tc, test_slots_create_and_unload);
     tcase_add_test(tc, test_memory_bound);
     tcase_add_test(tc, test_held_slots);
+    tcase_add_test(tc, test_name_reclaimer);
     suite_add_tcase(s, tc);
 
     tcase_add_test(tr, test_route_no_canary);
