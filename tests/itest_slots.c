@@ -752,8 +752,17 @@ START_TEST(test_thousand_slots)
     long end = rss_kib(d->pid);
     fprintf(stderr, "1000 slots: RSS %ld KiB after 100, %ld KiB after 1000\n", warm, end);
     ck_assert_msg(warm > 0 && end > 0, "no RSS");
-    ck_assert_msg(end - warm < 8 * 1024, "RSS grew by %ld KiB over 900 slot creations and unloads",
-                  end - warm);
+    /* a sanitizer's allocator keeps freed memory (ASan's quarantine), so
+     * RSS is bounded only in a plain build */
+    if (strstr(itu_lorad_bin(), "/san/") || strstr(itu_lorad_bin(), "/tsan/")) {
+        printf("SKIP: test_thousand_slots: RSS bound not checked under a sanitizer (RSS %ld -> "
+               "%ld KiB); the plain build checks it\n",
+               warm, end);
+        fflush(stdout);
+    } else {
+        ck_assert_msg(end - warm < 8 * 1024,
+                      "RSS grew by %ld KiB over 900 slot creations and unloads", end - warm);
+    }
     cJSON *st = itu_status(d);
     ck_assert_int_eq(itu_jsize(st, "slots"), 1);
     ck_assert(itu_jnum(st, "memory.resident_bytes", -1) > 0);
