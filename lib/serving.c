@@ -504,7 +504,14 @@ static int books_save(struct serving *s)
         struct serving_slot *sl = s->slots[i];
         struct books_slot *bs = &b->slots[i];
         bs->obj = sl;
-        bs->copy = *sl; /* the counter is copied too: readers use the object's */
+        /* field by field: readers update the object's routing counter
+         * concurrently (the copy's is never read) */
+        memcpy(bs->copy.name, sl->name, sizeof(sl->name));
+        bs->copy.stable = sl->stable;
+        bs->copy.canary = sl->canary;
+        bs->copy.canary_bp = sl->canary_bp;
+        bs->copy.nhistory = sl->nhistory;
+        bs->copy.profile = sl->profile;
         bs->copy.history = b->hbuf + i * hm;
         bs->copy.hseq = b->sbuf + i * hm;
         memcpy(bs->copy.history, sl->history, sl->nhistory * sizeof(sl->history[0]));

@@ -974,6 +974,9 @@ START_TEST(test_slots_concurrent)
         char slot[8];
         int r = (int)(tu_rand(&rng) % 6), rc;
         snprintf(slot, sizeof(slot), "s%d", (int)(tu_rand(&rng) % 6));
+        bool held = op % 2 == 1; /* as durable-before-visible commits run */
+        if (held)
+            serving_hold(cc.s);
         switch (r) {
         case 0:
         case 1:
@@ -998,6 +1001,16 @@ START_TEST(test_slots_concurrent)
                           rc == LORAD_E_NO_HISTORY || rc == LORAD_E_SLOT_NOT_FOUND ||
                           rc == LORAD_E_TOO_MANY_SLOTS,
                       "op %d: %s: %s", r, lorad_err_name(rc), e.msg);
+        if (held && rc == 0 && op % 8 == 7) { /* published, then undone */
+            serving_pending_publish(cc.s);
+            serving_pending_undo(cc.s);
+            rc = 1;
+        } else if (held && rc == 0) {
+            serving_pending_publish(cc.s);
+            serving_pending_finish(cc.s);
+        } else if (held) {
+            serving_pending_abort(cc.s);
+        }
         ok += rc == 0;
         if (op % 64 == 0)
             sched_yield();
