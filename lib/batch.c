@@ -3,8 +3,10 @@
  * Design: passes over the jobs, each job visited once per pass: parse
  * (job->req; shared by the team's members, job i to member i mod n),
  * route (job->variant), then ONE forward over every routed row of the
- * batch: the jobs' rows are copied into one buffer in job order, each row
- * tagged with its variant, and each chunk of forward_scratch_max_rows()
+ * batch: the jobs' rows are copied into one buffer, the stable jobs' then
+ * the canary jobs' (so each group is one contiguous run, which the
+ * forward computes in place, no gather), each row tagged with its variant,
+ * and each chunk of forward_scratch_max_rows()
  * rows runs as one forward_run_groups (or forward_run_split on every team
  * member) with one group per variant present in it; then every job's
  * answer is written from its slice of the outputs (shared like parsing). A
@@ -277,15 +279,17 @@ static void run_rows(struct batch_ctx *c)
                 job_fail(c->jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
         return;
     }
-    for (i = off = 0; i < c->n; i++) {
-        struct batch_job *j = c->jobs[i];
-        if (j->code != 0)
-            continue;
-        j->row_off = off;
-        memcpy(sc->x + off * width, j->req.x, (size_t)j->req.rows * width * sizeof(float));
-        memset(sc->var + off, (int)j->variant, (size_t)j->req.rows);
-        off += (size_t)j->req.rows;
-    }
+    off = 0;
+    for (int var = 0; var < N_VARIANTS; var++) /* by variant: each group one run */
+        for (i = 0; i < c->n; i++) {
+            struct batch_job *j = c->jobs[i];
+            if (j->code != 0 || (int)j->variant != var)
+                continue;
+            j->row_off = off;
+            memcpy(sc->x + off * width, j->req.x, (size_t)j->req.rows * width * sizeof(float));
+            memset(sc->var + off, var, (size_t)j->req.rows);
+            off += (size_t)j->req.rows;
+        }
     chunk = forward_scratch_max_rows(sc->fw);
     for (off = 0; off < total; off += (size_t)chunk)
         run_chunk(c, off, (int)(total - off < (size_t)chunk ? total - off : (size_t)chunk));
