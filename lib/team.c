@@ -8,6 +8,8 @@
 #include "team.h"
 
 #include <limits.h>
+#include <stdint.h>
+#include <time.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -27,12 +29,27 @@ void team_barrier_init(struct team_barrier *b, int n)
     atomic_store(&b->sleepers, 0);
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void team_wait_change(_Atomic unsigned *word, unsigned old, _Atomic int *sleepers)
 {
-    for (int i = 0; i < TEAM_SPIN_POLLS; i++) {
+    uint64_t deadline = 0;
+    for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != old)
             return;
         cpu_relax();
+        if ((i & 63) == 0) {
+            uint64_t now = now_ns();
+            if (!deadline)
+                deadline = now + TEAM_SPIN_NS;
+            else if (now >= deadline)
+                break;
+        }
     }
     while (atomic_load_explicit(word, memory_order_acquire) == old) {
         atomic_fetch_add(sleepers, 1);

@@ -16,8 +16,9 @@
 
 #include <stdatomic.h>
 
-/* Polls before sleeping (each a pause instruction and an atomic load). */
-#define TEAM_SPIN_POLLS 20000
+/* How long a waiter spins before it sleeps, in nanoseconds (the clock is
+ * read every 64 polls: a pause costs 10-200 ns depending on the CPU). */
+#define TEAM_SPIN_NS 50000
 
 struct team_barrier {
     int n;                /* members */
@@ -32,7 +33,7 @@ void team_barrier_wait(struct team_barrier *b);
 /* The same, as a callback (arg: the struct team_barrier). */
 void team_barrier_cb(void *arg);
 
-/* Waits until *word != old: spins TEAM_SPIN_POLLS polls, then sleeps on a
+/* Waits until *word != old: spins up to TEAM_SPIN_NS, then sleeps on a
  * futex; `sleepers` counts the sleepers (so the waker can skip the
  * syscall). Wakers: team_wake(). */
 void team_wait_change(_Atomic unsigned *word, unsigned old, _Atomic int *sleepers);
