@@ -177,6 +177,7 @@ struct batch_ctx {
     size_t n;
     struct batch_scratch *sc;
     const struct snapshot *snap[N_VARIANTS]; /* by enum serving_variant */
+    int members;                             /* threads sharing the pass being run */
     /* the chunk being run */
     const struct forward_group *g;
     int ng, rows;
@@ -192,10 +193,15 @@ static int team_size(const struct batch_ctx *c)
     return t->n;
 }
 
-/* fn(c, me) on every member (this thread alone without a team). */
-static void on_team(struct batch_ctx *c, void (*fn)(void *, int))
+/* fn(c, me) on every member (this thread alone without a team, or when
+ * there is less than one job per member to share: waking the team would
+ * cost more than the pass). */
+static void on_team(struct batch_ctx *c, void (*fn)(void *, int), size_t units)
 {
-    if (team_size(c) > 1)
+    c->members = team_size(c);
+    if (units < (size_t)c->members)
+        c->members = 1;
+    if (c->members > 1)
         c->p->team->run(c->p->team->team, fn, c);
     else
         fn(c, 0);
@@ -204,7 +210,7 @@ static void on_team(struct batch_ctx *c, void (*fn)(void *, int))
 static void parse_part(void *arg, int me)
 {
     struct batch_ctx *c = arg;
-    for (size_t i = (size_t)me; i < c->n; i += (size_t)team_size(c))
+    for (size_t i = (size_t)me; i < c->n; i += (size_t)c->members)
         job_parse(c->jobs[i], c->m, c->p);
 }
 
@@ -212,7 +218,7 @@ static void answer_part(void *arg, int me)
 {
     struct batch_ctx *c = arg;
     const size_t outw = (size_t)c->m->out_features;
-    for (size_t i = (size_t)me; i < c->n; i += (size_t)team_size(c)) {
+    for (size_t i = (size_t)me; i < c->n; i += (size_t)c->members) {
         struct batch_job *j = c->jobs[i];
         if (j->code == 0)
             job_answer(j, c->m, c->snap[j->variant], c->sc->y + j->row_off * outw);
@@ -223,7 +229,7 @@ static void forward_part(void *arg, int me)
 {
     struct batch_ctx *c = arg;
     const struct batch_team *t = c->p->team;
-    forward_run_split(c->m, c->g, c->ng, c->x, c->rows, c->y, c->sc->fw, me, team_size(c),
+    forward_run_split(c->m, c->g, c->ng, c->x, c->rows, c->y, c->sc->fw, me, c->members,
                       t ? t->barrier : NULL, t ? t->team : NULL);
 }
 
@@ -248,10 +254,7 @@ static void run_chunk(struct batch_ctx *c, size_t off, int rows)
     c->rows = rows;
     c->x = sc->x + off * (size_t)c->m->in_features;
     c->y = sc->y + off * (size_t)c->m->out_features;
-    if (team_size(c) > 1)
-        on_team(c, forward_part);
-    else
-        forward_run_groups(c->m, g, ng, c->x, rows, c->y, sc->fw);
+    on_team(c, forward_part, (size_t)team_size(c)); /* every member, even for one row */
     if (c->p->on_forward)
         c->p->on_forward(c->p->arg, rows);
 }
@@ -314,7 +317,7 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
         j->nonfinite_rows = 0;
         j->row_off = 0;
     }
-    on_team(&c, parse_part);
+    on_team(&c, parse_part, n);
     v = serving_read(s); /* once per batch */
     c.snap[SERVING_STABLE] = v->stable;
     c.snap[SERVING_CANARY] = v->canary;
@@ -322,7 +325,7 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
         if (jobs[i]->code == 0)
             job_route(jobs[i], s, v);
     run_rows(&c);
-    on_team(&c, answer_part);
+    on_team(&c, answer_part, n);
     for (i = 0; i < n; i++)
         inferbody_req_free(&jobs[i]->req); /* the rows are no longer needed */
 }
