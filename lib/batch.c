@@ -1,17 +1,24 @@
 /* lorad — batch.c: one batch of /infer jobs (see batch.h).
  *
- * Design: four passes over the jobs, each job visited once per pass:
- * parse (job->req), route (job->variant), then one group per variant: its
- * jobs' rows are copied into one buffer, the forward pass runs over it in
- * chunks of forward_scratch_max_rows() rows, and each job's answer is
- * written from its slice of the outputs. A job leaves the batch as soon as
- * it fails (job->code < 0); the passes after skip it. Every job that
- * reaches a group is served by the snapshot of the view read once at the
- * start, so one batch never mixes two views.
+ * Design: passes over the jobs, each job visited once per pass: parse
+ * (job->req; shared by the team's members, job i to member i mod n),
+ * route (job->variant), then ONE forward over every routed row of the
+ * batch: the jobs' rows are copied into one buffer, the stable jobs' then
+ * the canary jobs' (so each group is one contiguous run, which the
+ * forward computes in place, no gather), each row tagged with its variant,
+ * and each chunk of forward_scratch_max_rows()
+ * rows runs as one forward_run_groups (or forward_run_split on every team
+ * member) with one group per variant present in it; then every job's
+ * answer is written from its slice of the outputs (shared like parsing). A
+ * job leaves the batch as soon as it fails (job->code < 0); the passes
+ * after skip it. Every job that reaches the forward is served by the
+ * snapshot of the view read once at the start, so one batch never mixes
+ * two views, and each row by its own job's snapshot, so no answer mixes
+ * two snapshots.
  *
  * Invariants: a job's code is 0 until it fails or is answered, and it is
- * answered (resp set) only in its group's last pass; the parsed rows are
- * freed before batch_run returns.
+ * answered (resp set) only in the last pass; the parsed rows are freed
+ * before batch_run returns.
  */
 #include "batch.h"
 
@@ -21,16 +28,22 @@
 
 #include "forward.h"
 
+#define N_VARIANTS 2 /* stable, canary */
+
 struct batch_scratch {
     const struct model *m;
     int max_rows;  /* rows per forward pass */
     int base_rank; /* forward scratch rank unless a snapshot needs more */
+    int lanes;     /* team members the forward scratch serves */
     struct forward_scratch *fw;
-    float *x, *y; /* a group's rows [cap_rows][in] and outputs [cap_rows][out] */
+    float *x, *y;       /* the batch's rows [cap_rows][in] and outputs [cap_rows][out] */
+    unsigned char *var; /* each row's variant [cap_rows] */
     size_t cap_rows;
+    int *idx; /* a chunk's rows by group [max_rows] */
 };
 
-struct batch_scratch *batch_scratch_new(const struct model *m, int max_rows, int base_rank)
+struct batch_scratch *batch_scratch_new_lanes(const struct model *m, int max_rows, int base_rank,
+                                              int lanes)
 {
     struct batch_scratch *sc = calloc(1, sizeof(*sc));
     if (!sc)
@@ -38,7 +51,18 @@ struct batch_scratch *batch_scratch_new(const struct model *m, int max_rows, int
     sc->m = m;
     sc->max_rows = max_rows;
     sc->base_rank = base_rank;
+    sc->lanes = lanes > 0 ? lanes : 1;
+    sc->idx = malloc((size_t)(max_rows > 0 ? max_rows : 1) * sizeof(int));
+    if (!sc->idx) {
+        free(sc);
+        return NULL;
+    }
     return sc;
+}
+
+struct batch_scratch *batch_scratch_new(const struct model *m, int max_rows, int base_rank)
+{
+    return batch_scratch_new_lanes(m, max_rows, base_rank, 1);
 }
 
 void batch_scratch_free(struct batch_scratch **scp)
@@ -49,6 +73,8 @@ void batch_scratch_free(struct batch_scratch **scp)
     forward_scratch_free(&sc->fw);
     free(sc->x);
     free(sc->y);
+    free(sc->var);
+    free(sc->idx);
     free(sc);
     *scp = NULL;
 }
@@ -57,6 +83,7 @@ void batch_scratch_free(struct batch_scratch **scp)
 static int scratch_rows(struct batch_scratch *sc, size_t rows)
 {
     float *nx, *ny;
+    unsigned char *nv;
     if (rows <= sc->cap_rows)
         return 0;
     nx = realloc(sc->x, rows * (size_t)sc->m->in_features * sizeof(float));
@@ -67,20 +94,23 @@ static int scratch_rows(struct batch_scratch *sc, size_t rows)
     if (!ny)
         return LORAD_E_INTERNAL;
     sc->y = ny;
+    nv = realloc(sc->var, rows);
+    if (!nv)
+        return LORAD_E_INTERNAL;
+    sc->var = nv;
     sc->cap_rows = rows;
     return 0;
 }
 
-/* A forward scratch that takes snapshot `snap` (NULL: the base model). */
-static int scratch_forward(struct batch_scratch *sc, const struct snapshot *snap)
+/* A forward scratch that takes LoRA ranks up to `rank`. */
+static int scratch_forward(struct batch_scratch *sc, int rank)
 {
-    int rank = sc->base_rank;
-    if (snap && snap->rank > rank)
-        rank = snap->rank;
-    if (sc->fw && (!snap || snap->rank <= forward_scratch_max_rank(sc->fw)))
+    if (sc->fw && rank <= forward_scratch_max_rank(sc->fw))
         return 0;
+    if (sc->base_rank > rank)
+        rank = sc->base_rank;
     forward_scratch_free(&sc->fw);
-    sc->fw = forward_scratch_new(sc->m, sc->max_rows, rank);
+    sc->fw = forward_scratch_new_lanes(sc->m, sc->max_rows, rank, sc->lanes);
     return sc->fw ? 0 : LORAD_E_INTERNAL;
 }
 
@@ -115,11 +145,6 @@ static void job_route(struct batch_job *j, struct serving *s, const struct servi
         j->variant = serving_route(s, v, key, keylen);
 }
 
-static bool in_group(const struct batch_job *j, enum serving_variant var)
-{
-    return j->code == 0 && j->variant == var;
-}
-
 /* Pass 4: job j's answer from its outputs y, as served by snap. */
 static void job_answer(struct batch_job *j, const struct model *m, const struct snapshot *snap,
                        const float *y)
@@ -144,51 +169,139 @@ static void job_answer(struct batch_job *j, const struct model *m, const struct 
     j->resp_type = j->binary ? "application/octet-stream" : "application/json";
 }
 
-/* Pass 3 and 4 for the jobs routed to `var`: one forward over their rows. */
-static void run_group(const struct model *m, const struct serving_view *v, enum serving_variant var,
-                      const struct batch_params *p, struct batch_job *const *jobs, size_t n,
-                      struct batch_scratch *sc)
-{
-    const struct snapshot *snap = var == SERVING_CANARY ? v->canary : v->stable;
-    size_t width = (size_t)m->in_features, outw = (size_t)m->out_features;
-    size_t total = 0, off = 0, i;
-    int chunk;
+/* What the passes share, and what team members are handed. */
+struct batch_ctx {
+    const struct model *m;
+    const struct batch_params *p;
+    struct batch_job *const *jobs;
+    size_t n;
+    struct batch_scratch *sc;
+    const struct snapshot *snap[N_VARIANTS]; /* by enum serving_variant */
+    int members;                             /* threads sharing the pass being run */
+    /* the chunk being run */
+    const struct forward_group *g;
+    int ng, rows;
+    const float *x;
+    float *y;
+};
 
-    for (i = 0; i < n; i++)
-        if (in_group(jobs[i], var))
-            total += (size_t)jobs[i]->req.rows;
+static int team_size(const struct batch_ctx *c)
+{
+    const struct batch_team *t = c->p->team;
+    if (!t || t->n <= 1 || !c->sc || t->n > c->sc->lanes)
+        return 1;
+    return t->n;
+}
+
+/* fn(c, me) on every member (this thread alone without a team, or when
+ * there is less than one job per member to share: waking the team would
+ * cost more than the pass). */
+static void on_team(struct batch_ctx *c, void (*fn)(void *, int), size_t units)
+{
+    c->members = team_size(c);
+    if (units < (size_t)c->members)
+        c->members = 1;
+    if (c->members > 1)
+        c->p->team->run(c->p->team->team, fn, c);
+    else
+        fn(c, 0);
+}
+
+static void parse_part(void *arg, int me)
+{
+    struct batch_ctx *c = arg;
+    for (size_t i = (size_t)me; i < c->n; i += (size_t)c->members)
+        job_parse(c->jobs[i], c->m, c->p);
+}
+
+static void answer_part(void *arg, int me)
+{
+    struct batch_ctx *c = arg;
+    const size_t outw = (size_t)c->m->out_features;
+    for (size_t i = (size_t)me; i < c->n; i += (size_t)c->members) {
+        struct batch_job *j = c->jobs[i];
+        if (j->code == 0)
+            job_answer(j, c->m, c->snap[j->variant], c->sc->y + j->row_off * outw);
+    }
+}
+
+static void forward_part(void *arg, int me)
+{
+    struct batch_ctx *c = arg;
+    const struct batch_team *t = c->p->team;
+    forward_run_split(c->m, c->g, c->ng, c->x, c->rows, c->y, c->sc->fw, me, c->members,
+                      t ? t->barrier : NULL, t ? t->team : NULL);
+}
+
+/* Rows [off, off + rows) as one forward, a group per variant in them. */
+static void run_chunk(struct batch_ctx *c, size_t off, int rows)
+{
+    struct batch_scratch *sc = c->sc;
+    struct forward_group g[N_VARIANTS];
+    int ng = 0, used = 0;
+
+    for (int var = 0; var < N_VARIANTS; var++) {
+        int k = 0;
+        for (int r = 0; r < rows; r++)
+            if (sc->var[off + (size_t)r] == var)
+                sc->idx[used + k++] = r;
+        if (k > 0)
+            g[ng++] = (struct forward_group){c->snap[var], sc->idx + used, k};
+        used += k;
+    }
+    c->g = g;
+    c->ng = ng;
+    c->rows = rows;
+    c->x = sc->x + off * (size_t)c->m->in_features;
+    c->y = sc->y + off * (size_t)c->m->out_features;
+    on_team(c, forward_part, (size_t)team_size(c)); /* every member, even for one row */
+    if (c->p->on_forward)
+        c->p->on_forward(c->p->arg, rows);
+}
+
+/* Pass 3: every routed job's rows through one forward (in chunks). */
+static void run_rows(struct batch_ctx *c)
+{
+    struct batch_scratch *sc = c->sc;
+    const size_t width = (size_t)c->m->in_features;
+    size_t total = 0, off, i;
+    int rank = 0, chunk;
+
+    for (i = 0; i < c->n; i++)
+        if (c->jobs[i]->code == 0) {
+            const struct snapshot *snap = c->snap[c->jobs[i]->variant];
+            total += (size_t)c->jobs[i]->req.rows;
+            if (snap && snap->rank > rank)
+                rank = snap->rank;
+        }
     if (total == 0)
         return;
-    if (!sc || scratch_rows(sc, total) != 0 || scratch_forward(sc, snap) != 0) {
-        for (i = 0; i < n; i++)
-            if (in_group(jobs[i], var))
-                job_fail(jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
+    if (!sc || scratch_rows(sc, total) != 0 || scratch_forward(sc, rank) != 0) {
+        for (i = 0; i < c->n; i++)
+            if (c->jobs[i]->code == 0)
+                job_fail(c->jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
         return;
     }
-    for (i = 0; i < n; i++) {
-        if (!in_group(jobs[i], var))
-            continue;
-        memcpy(sc->x + off * width, jobs[i]->req.x, (size_t)jobs[i]->req.rows * width * 4);
-        off += (size_t)jobs[i]->req.rows;
-    }
+    off = 0;
+    for (int var = 0; var < N_VARIANTS; var++) /* by variant: each group one run */
+        for (i = 0; i < c->n; i++) {
+            struct batch_job *j = c->jobs[i];
+            if (j->code != 0 || (int)j->variant != var)
+                continue;
+            j->row_off = off;
+            memcpy(sc->x + off * width, j->req.x, (size_t)j->req.rows * width * sizeof(float));
+            memset(sc->var + off, var, (size_t)j->req.rows);
+            off += (size_t)j->req.rows;
+        }
     chunk = forward_scratch_max_rows(sc->fw);
-    for (off = 0; off < total; off += (size_t)chunk) {
-        int rows = (int)(total - off < (size_t)chunk ? total - off : (size_t)chunk);
-        forward_run(m, snap, sc->x + off * width, rows, sc->y + off * outw, sc->fw);
-        if (p->on_forward)
-            p->on_forward(p->arg, rows);
-    }
-    for (i = off = 0; i < n; i++) {
-        if (!in_group(jobs[i], var))
-            continue;
-        job_answer(jobs[i], m, snap, sc->y + off * outw);
-        off += (size_t)jobs[i]->req.rows;
-    }
+    for (off = 0; off < total; off += (size_t)chunk)
+        run_chunk(c, off, (int)(total - off < (size_t)chunk ? total - off : (size_t)chunk));
 }
 
 void batch_run(const struct model *m, struct serving *s, const struct batch_params *p,
                struct batch_job *const *jobs, size_t n, struct batch_scratch *sc)
 {
+    struct batch_ctx c = {.m = m, .p = p, .jobs = jobs, .n = n, .sc = sc};
     const struct serving_view *v;
     size_t i;
 
@@ -202,14 +315,17 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
         j->version = 0;
         j->variant = SERVING_STABLE;
         j->nonfinite_rows = 0;
-        job_parse(j, m, p);
+        j->row_off = 0;
     }
+    on_team(&c, parse_part, n);
     v = serving_read(s); /* once per batch */
+    c.snap[SERVING_STABLE] = v->stable;
+    c.snap[SERVING_CANARY] = v->canary;
     for (i = 0; i < n; i++)
         if (jobs[i]->code == 0)
             job_route(jobs[i], s, v);
-    run_group(m, v, SERVING_STABLE, p, jobs, n, sc);
-    run_group(m, v, SERVING_CANARY, p, jobs, n, sc);
+    run_rows(&c);
+    on_team(&c, answer_part, n);
     for (i = 0; i < n; i++)
         inferbody_req_free(&jobs[i]->req); /* the rows are no longer needed */
 }
