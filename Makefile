@@ -127,7 +127,8 @@ check: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
 	@# the fuzz corpora and regressions, replayed (seconds) where clang exists
 	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory fuzz-replay; fi
 
-$(B)/bench/roof: $(B)/obj/bench/roof.o $(B)/liblorad.a
+# The roof selects the OpenBLAS kernel with the daemon's own blas.c.
+$(B)/bench/roof: $(B)/obj/bench/roof.o $(B)/obj/daemon/blas.o $(B)/obj/daemon/log.o $(B)/liblorad.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
 

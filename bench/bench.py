@@ -4,12 +4,17 @@
 Called by bench/run.sh with BUILD_DIR. Standard library only. It:
   1. writes workload W1 (lorad-mkdemo --width 1024 --layers 4) and the
      large rank-512 adapters (big-f32 = 16 MiB, big-f16, big-bf16);
-  2. runs the in-process roof (BUILD/bench/roof) for W1 and the demo model;
+  2. runs the in-process roof (BUILD/bench/roof, lorad's own kernel choice)
+     for W1 and the demo model: roof(c) = the faster of "n threads, c/n rows
+     each" and "one c-row forward split across n threads", and the split
+     forward against the bare base GEMMs at batches 16 and 64;
   3. starts lorad on W1 (demo-b, r=16) and loads it with wrk (bench/infer.lua)
-     with single-row binary and JSON requests at several connection counts,
-     reading the mean batch size from /metrics (lorad_batch_rows);
+     with single-row binary and JSON requests at c = 1, 16, 32, 64
+     connections, each against roof(c), with lorad's CPU per request against
+     the roof's CPU per row, and c=1 p50 against the roof's one-row split
+     forward; the mean batch size comes from /metrics (lorad_batch_rows);
   4. runs the PyTorch peer (../shared/peers/torch_lora_server.py) under the
-     same JSON load when /usr/bin/python3 has torch;
+     same JSON load at c=32 when /usr/bin/python3 has torch;
   5. swaps under load: 30 s of binary load without and with 20 swaps/s
      alternating demo-a/demo-b, while verifying clients check every JSON
      response against the reference output of the adapter it names;
@@ -47,7 +52,7 @@ WORK = os.path.join(OUT, "work")
 PEER = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers", "torch_lora_server.py"))
 LOAD_S = int(os.environ.get("BENCH_LOAD_S", "10"))
 SWAP_LOAD_S = int(os.environ.get("BENCH_SWAP_S", "30"))
-CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "1,16,64").split(",")]
+CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "1,16,32,64").split(",")]
 N_MEM_SWAPS = int(os.environ.get("BENCH_MEM_SWAPS", "10000"))
 N_SLOTS = int(os.environ.get("BENCH_SLOTS", "100"))
 ROOF_BATCHES = [1, 2, 4, 8, 16, 32, 64]
@@ -294,20 +299,15 @@ def roof(model, adapters, adapter, seconds):
                           "--batches", ",".join(map(str, ROOF_BATCHES))],
                          check=True, capture_output=True, text=True).stdout
     res = {}
-    for m in re.finditer(r"batch=(\d+) rows_per_s=([\d.]+)", out):
-        res[int(m.group(1))] = float(m.group(2))
+    for m in re.finditer(r"batch=(\d+) ((?:\w+=[\d.]+ ?)+)", out):
+        res[int(m.group(1))] = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", m.group(2))}
     log(out.strip().replace("\n", " | "))
     return res
 
 
-def roof_at(r, b):
-    ks = sorted(r)
-    if b <= ks[0]:
-        return r[ks[0]]
-    for lo, hi in zip(ks, ks[1:]):
-        if b <= hi:
-            return r[lo] + (r[hi] - r[lo]) * (b - lo) / (hi - lo)
-    return r[ks[-1]]
+def roof_of(r, b):
+    """roof(c) of SPEC 10: the faster of indep and split at c rows."""
+    return r[b]["rows_per_s"] if b in r else float("nan")
 
 
 # ---------------------------------------------------------------- load ----
@@ -459,41 +459,56 @@ def main():
 
     # 1. roof
     log("roof: W1 (demo-b r16), then the demo model")
-    roof_w1 = roof(os.path.join(w1, "model"), os.path.join(w1, "adapters"), "demo-b", 1.5)
+    roof_w1 = roof(os.path.join(w1, "model"), os.path.join(w1, "adapters"), "demo-b", 1.0)
     dm = json.load(open(os.path.join(demo, "lorad.json")))
     roof_demo = roof(os.path.join(demo, "model"), os.path.join(demo, "adapters"),
-                     dm.get("initial_adapter") or "demo-a", 1.0)
+                     dm.get("initial_adapter") or "demo-a", 0.3)
     for b in ROOF_BATCHES:
-        row("roof W1 rows/s @batch %d" % b, "%.0f" % roof_w1[b],
-            "demo model: %.0f" % roof_demo.get(b, float("nan")))
+        r = roof_w1[b]
+        win = "split" if r["split"] >= r["indep"] else "indep"
+        row("roof(%d) W1 rows/s (CPU us/row %.0f)" % (b, r["cpu_us_row"]), "%.0f" % r["rows_per_s"],
+            "indep %.0f / split %.0f (%s wins); demo model: %.0f" %
+            (r["indep"], r["split"], win, roof_of(roof_demo, b)),
+            "split/indep %.2f" % (r["split"] / r["indep"]))
+    for b in (16, 64):
+        if b in roof_w1:
+            r = roof_w1[b]
+            ratio = r["split"] / r["bare"]
+            row("forward rows/s @batch %d, all cores (split)" % b, "%.0f" % r["split"],
+                "bare base GEMMs %.0f" % r["bare"], "%.2f" % ratio, ">= 0.90", verdict(ratio >= 0.9))
 
     # 2. load on lorad
     port = free_port()
     lp = start_lorad(w1, "lorad-w1", "demo-b", 16, port)
     req(port, "POST", "/infer", open(bodies["json"]).read())
-    ratios = {}
     json_res = {}
     for binary in (True, False):
         kind = "binary" if binary else "JSON"
         for c in CONNS:
             r = load_point(port, c, binary, bodies, lp.pid)
-            rf = roof_at(roof_w1, r["batch"]) if r["batch"] == r["batch"] else float("nan")
+            rf = roof_of(roof_w1, c)
             ratio = r["rps"] / rf if rf else float("nan")
+            cpu_req = r["server_cpu"] / r["rps"] * 1e6 if r["rps"] else float("nan")
             log("%s c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms batch %.2f errors %d cpu lorad %.2f wrk %.2f" %
                 (kind, c, r["rps"], r["p50"], r["p99"], r["batch"], r["errors"], r["server_cpu"],
                  r["client_cpu"]))
-            if binary:
-                ratios[c] = ratio
-                row("lorad binary req/s %dc (p50/p99 ms %.2f/%.2f, err %d, cores used: lorad %.2f, wrk %.2f)" %
-                    (c, r["p50"], r["p99"], r["errors"], r["server_cpu"], r["client_cpu"]), "%.0f" % r["rps"],
-                    "roof@batch %.2f: %.0f rows/s" % (r["batch"], rf), "%.2f" % ratio,
-                    ">= 0.80" if c > 1 else "n/a: 1 row in flight",
-                    verdict(ratio >= 0.8) if c > 1 else "")
+            name = ("lorad %s req/s %dc (p50/p99 ms %.2f/%.2f, err %d, batch %.1f, cores: lorad %.2f, "
+                    "wrk %.2f; lorad CPU us/req %.0f)" %
+                    (kind, c, r["p50"], r["p99"], r["errors"], r["batch"], r["server_cpu"],
+                     r["client_cpu"], cpu_req))
+            ref = "roof(%d) %.0f rows/s, CPU us/row %.0f" % (c, rf, roof_w1[c]["cpu_us_row"]) \
+                if c in roof_w1 else "no roof(%d)" % c
+            if binary and c >= 16:
+                row(name, "%.0f" % r["rps"], ref, "%.2f" % ratio, ">= 0.80", verdict(ratio >= 0.8))
             else:
+                row(name, "%.0f" % r["rps"], ref, "%.2f" % ratio)
+            if binary and c == 1 and 1 in roof_w1:
+                one = roof_w1[1]["split_us"] / 1e3
+                lat = r["p50"] / one
+                row("lorad binary c=1 p50 ms", "%.3f" % r["p50"],
+                    "roof one-row split %.3f ms" % one, "%.2f" % lat, "<= 1.25", verdict(lat <= 1.25))
+            if not binary:
                 json_res[c] = r
-                row("lorad JSON req/s %dc (p50/p99 ms %.2f/%.2f, err %d, cores used: lorad %.2f, wrk %.2f)" %
-                    (c, r["p50"], r["p99"], r["errors"], r["server_cpu"], r["client_cpu"]), "%.0f" % r["rps"],
-                    "roof@batch %.2f: %.0f rows/s" % (r["batch"], rf), "%.2f" % ratio)
 
     # 3. the peer
     has_torch = subprocess.run(["/usr/bin/python3", "-c", "import torch"],
@@ -512,7 +527,7 @@ def main():
                               stderr=subprocess.STDOUT)
         procs.append(pp)
         wait_ready(pport, "/status", pp)
-        for c in CONNS:
+        for c in [c for c in CONNS if c == 32] or CONNS[-1:]:
             r = wrk(pport, c, LOAD_S, False, bodies["json"])
             lr = json_res[c]
             rr = lr["rps"] / r["rps"] if r["rps"] else float("inf")

@@ -39,6 +39,17 @@ struct infer_worker {
     struct batch_job *jobs[]; /* [max_batch_rows] */
 };
 
+/* The pool's team as lib/batch.h sees it. */
+static void team_run(void *team, void (*fn)(void *arg, int me), void *arg)
+{
+    workers_team_run(team, fn, arg);
+}
+
+static void team_barrier(void *team)
+{
+    workers_team_barrier(team);
+}
+
 static struct infer_job *job_of(struct workers_item *it)
 {
     return (struct infer_job *)it;
@@ -67,7 +78,8 @@ static void *infer_thread_start(void *arg)
     int rows = srv->cfg.max_batch_rows;
     struct infer_worker *w = calloc(1, sizeof(*w) + (size_t)rows * sizeof(w->jobs[0]));
     if (w)
-        w->sc = batch_scratch_new(srv->model, rows, srv->scratch_rank);
+        w->sc = batch_scratch_new_lanes(srv->model, rows, srv->scratch_rank,
+                                        srv->cfg.workers > 0 ? srv->cfg.workers : 1);
     return w;
 }
 
@@ -90,15 +102,18 @@ static void count_snapshots(void *metrics, int snapshots)
     metrics_record_batch_snapshots(metrics, snapshots);
 }
 
-static void infer_run(struct workers_item **items, size_t n, void *ctx, void *arg)
+static void infer_run(struct workers_item **items, size_t n, void *ctx, struct workers_team *team,
+                      void *arg)
 {
     struct lorad_server *srv = arg;
     struct infer_worker *w = ctx;
+    struct batch_team bt = {team ? workers_team_size(team) : 1, team_run, team_barrier, team};
     struct batch_params p = {
         .max_rows = atomic_load(&srv->max_rows_per_request),
         .on_forward = count_forward,
         .on_snapshots = count_snapshots,
         .arg = srv->metrics,
+        .team = team ? &bt : NULL,
     };
     size_t i;
 

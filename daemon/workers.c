@@ -9,6 +9,18 @@
  * they wait. What a batch computes is the caller's: this file knows items
  * only by their link and row estimate. Worker i is named lorad-worker-i.
  *
+ * Team (threads > 1): `leading` marks a batch in progress; only one
+ * worker leads at a time (it becomes leader under ws->mu, waking the
+ * idle workers on the condvar so they stand by as helpers). The leader
+ * posts team work by writing team_fn/team_arg, bumping team_gen, then
+ * wake (the futex word helpers wait on, lib/team.h: spin, then sleep);
+ * each helper takes a member index from team_next, runs fn and meets
+ * the others at team_bar, whose last round ends the team run. A helper
+ * reads wake BEFORE it looks at team_gen, so a post between the two still
+ * wakes it. The leader cannot post the next work before every helper
+ * joined the last (the barrier), so no helper misses one. Giving up the
+ * lead bumps wake too, so helpers re-check the queue.
+ *
  * Drain: until the drain deadline the pool runs as usual, so every queued
  * item is run. At the deadline the loop thread calls
  * workers_refuse_queued(): it marks the pool stopping (no batch starts any
@@ -31,6 +43,7 @@
 #include <cblas.h>
 
 #include "../lib/serving.h"
+#include "../lib/team.h"
 #include "clock.h"
 #include "log.h"
 
@@ -41,7 +54,10 @@ struct worker {
     _Atomic bool alive;
     _Atomic bool busy;
     _Atomic uint64_t batch_start_ns;
-    size_t batch_items; /* items of the batch being run (under ws->mu) */
+    size_t batch_items;          /* items of the batch being run (under ws->mu) */
+    unsigned seen_gen;           /* the last team_gen this worker ran or posted */
+    struct workers_item **items; /* [max_batch_rows]: the batch it leads */
+    bool online;                 /* its RCU reader state */
 };
 
 struct workers {
@@ -54,6 +70,17 @@ struct workers {
     bool stopping;
     struct worker *w;          /* [cfg.threads] */
     _Atomic uint64_t progress; /* batches run */
+    /* team (threads > 1) */
+    bool team;             /* cfg.threads > 1 */
+    bool leading;          /* a batch is being run (under mu) */
+    struct worker *leader; /* its worker, while leading */
+    void (*team_fn)(void *, int);
+    void *team_arg;
+    _Atomic unsigned team_gen; /* team works posted */
+    _Atomic int team_next;     /* the next helper's member index */
+    _Atomic unsigned wake;     /* bumped on each post and end of lead */
+    _Atomic int wake_sleepers;
+    struct team_barrier team_bar;
     /* completions */
     pthread_mutex_t done_mu;
     struct workers_item *done_head, *done_tail;
@@ -117,59 +144,153 @@ static size_t take_items(struct workers *ws, struct workers_item **out)
     return n;
 }
 
-/* The next batch into items[]; 0 when stopping and the queue is empty.
- * Offline while it waits. */
-static size_t next_batch(struct worker *w, struct workers_item **items)
+static void go_online(struct worker *w)
+{
+    if (!w->online)
+        serving_reader_online();
+    w->online = true;
+}
+
+static void go_offline(struct worker *w)
+{
+    if (w->online)
+        serving_reader_offline();
+    w->online = false;
+}
+
+enum work { WORK_LEAD, WORK_HELP, WORK_EXIT };
+
+/* What this worker does next: lead the next batch (into items[], *n), help
+ * the leader, or exit (stopping, queue empty, no batch running). Offline
+ * while it waits. */
+static enum work next_work(struct worker *w, struct workers_item **items, size_t *n)
 {
     struct workers *ws = w->ws;
-    size_t n;
     pthread_mutex_lock(&ws->mu);
     w->batch_items = 0; /* the last batch is handed back (push_done) */
-    while (!ws->head && !ws->stopping) {
-        serving_reader_offline();
-        pthread_cond_wait(&ws->cv, &ws->mu);
-        serving_reader_online();
+    for (;;) {
+        unsigned wake = atomic_load(&ws->wake); /* before team_gen: see the top */
+        if (ws->team && atomic_load(&ws->team_gen) != w->seen_gen) {
+            pthread_mutex_unlock(&ws->mu);
+            go_offline(w);
+            return WORK_HELP;
+        }
+        if (ws->head && !ws->leading) {
+            *n = take_items(ws, items);
+            w->batch_items = *n;
+            if (ws->team) {
+                ws->leading = true;
+                ws->leader = w;
+                pthread_cond_broadcast(&ws->cv); /* the idle stand by */
+            }
+            pthread_mutex_unlock(&ws->mu);
+            go_online(w);
+            return WORK_LEAD;
+        }
+        if (ws->stopping && !ws->head && !ws->leading) {
+            pthread_mutex_unlock(&ws->mu);
+            go_online(w);
+            return WORK_EXIT;
+        }
+        go_offline(w);
+        if (ws->leading) { /* stand by for team work, the end of the lead */
+            pthread_mutex_unlock(&ws->mu);
+            team_wait_change(&ws->wake, wake, &ws->wake_sleepers);
+            pthread_mutex_lock(&ws->mu);
+        } else {
+            pthread_cond_wait(&ws->cv, &ws->mu);
+        }
     }
-    n = take_items(ws, items); /* 0 only when stopping */
-    w->batch_items = n;
+}
+
+/* A helper's part of the posted team work. */
+static void help(struct worker *w)
+{
+    struct workers *ws = w->ws;
+    w->seen_gen = atomic_load(&ws->team_gen);
+    ws->team_fn(ws->team_arg, atomic_fetch_add(&ws->team_next, 1));
+    team_barrier_wait(&ws->team_bar);
+}
+
+static void end_lead(struct workers *ws)
+{
+    if (!ws->team)
+        return;
+    pthread_mutex_lock(&ws->mu);
+    ws->leading = false;
+    ws->leader = NULL;
     pthread_mutex_unlock(&ws->mu);
-    return n;
+    atomic_fetch_add(&ws->wake, 1);
+    team_wake(&ws->wake, &ws->wake_sleepers);
+}
+
+static void lead(struct worker *w, struct workers_item **items, size_t n, void *ctx)
+{
+    struct workers *ws = w->ws;
+    atomic_store(&w->batch_start_ns, clock_now_ns());
+    atomic_store(&w->busy, true);
+    ws->ops.run(items, n, ctx, ws->team ? (struct workers_team *)ws : NULL, ws->ops.arg);
+    serving_reader_quiescent();
+    atomic_store(&w->busy, false);
+    atomic_fetch_add(&ws->progress, 1);
+    end_lead(ws);
+    for (size_t i = 0; i + 1 < n; i++)
+        items[i]->next = items[i + 1];
+    push_done(ws, items[0], items[n - 1]);
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct workers *ws = w->ws;
-    struct workers_item **items = calloc((size_t)ws->cfg.max_batch_rows, sizeof(*items));
+    struct workers_item **items = w->items;
     void *ctx = NULL;
     sigset_t all;
-    size_t n, i;
+    size_t n = 0;
+    enum work what;
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     serving_reader_register();
-    if (!items)
-        goto out;
+    w->online = true;
     if (ws->ops.thread_start)
         ctx = ws->ops.thread_start(ws->ops.arg);
-    while ((n = next_batch(w, items)) > 0) {
-        atomic_store(&w->batch_start_ns, clock_now_ns());
-        atomic_store(&w->busy, true);
-        ws->ops.run(items, n, ctx, ws->ops.arg);
-        serving_reader_quiescent();
-        atomic_store(&w->busy, false);
-        atomic_fetch_add(&ws->progress, 1);
-        for (i = 0; i + 1 < n; i++)
-            items[i]->next = items[i + 1];
-        push_done(ws, items[0], items[n - 1]);
+    while ((what = next_work(w, items, &n)) != WORK_EXIT) {
+        if (what == WORK_HELP)
+            help(w);
+        else
+            lead(w, items, n, ctx);
     }
     if (ws->ops.thread_end)
         ws->ops.thread_end(ctx, ws->ops.arg);
-out:
-    free(items);
     serving_reader_unregister();
     atomic_store(&w->alive, false);
     return NULL;
+}
+
+/* ---- the team (leader thread) ---- */
+
+int workers_team_size(const struct workers_team *t)
+{
+    return ((const struct workers *)t)->cfg.threads;
+}
+
+void workers_team_run(struct workers_team *t, void (*fn)(void *, int), void *fn_arg)
+{
+    struct workers *ws = (struct workers *)t;
+    ws->team_fn = fn;
+    ws->team_arg = fn_arg;
+    atomic_store(&ws->team_next, 1);
+    ws->leader->seen_gen = atomic_fetch_add(&ws->team_gen, 1) + 1;
+    atomic_fetch_add(&ws->wake, 1);
+    team_wake(&ws->wake, &ws->wake_sleepers);
+    fn(fn_arg, 0);
+    team_barrier_wait(&ws->team_bar);
+}
+
+void workers_team_barrier(struct workers_team *t)
+{
+    team_barrier_wait(&((struct workers *)t)->team_bar);
 }
 
 /* ---- the pool (loop thread) ---- */
@@ -189,6 +310,8 @@ static void pool_free(struct workers *ws)
     pthread_mutex_destroy(&ws->mu);
     pthread_cond_destroy(&ws->cv);
     pthread_mutex_destroy(&ws->done_mu);
+    for (int i = 0; i < ws->cfg.threads; i++)
+        free(ws->w[i].items);
     free(ws->w);
     free(ws);
 }
@@ -208,6 +331,13 @@ static struct workers *pool_new(const struct workers_config *c, const struct wor
     pthread_mutex_init(&ws->mu, NULL);
     pthread_cond_init(&ws->cv, NULL);
     pthread_mutex_init(&ws->done_mu, NULL);
+    for (int i = 0; i < c->threads; i++)
+        if (!(ws->w[i].items = calloc((size_t)c->max_batch_rows, sizeof(struct workers_item *)))) {
+            pool_free(ws);
+            return NULL;
+        }
+    ws->team = c->threads > 1;
+    team_barrier_init(&ws->team_bar, c->threads);
     return ws;
 }
 

@@ -8,9 +8,19 @@
  * ops->done on the loop thread. At the drain deadline, items still queued
  * go to ops->refuse instead.
  *
- * Worker threads are registered RCU readers (lib/serving.h): online while
- * they run a batch, a quiescent state after each, offline while idle. They
- * block every signal and run OpenBLAS single-threaded.
+ * Team: with more than one thread, ONE batch runs at a time and every
+ * worker works on it. The worker that takes a batch leads it (ops->run on
+ * its thread); the others are its team: the leader hands them work with
+ * workers_team_run (fn on every member, the leader as member 0) and they
+ * meet at workers_team_barrier inside it. When the leader hands the batch
+ * back, any worker may lead the next one (the leader itself first when
+ * items wait), so no worker sleeps while items wait.
+ *
+ * Worker threads are registered RCU readers (lib/serving.h): the leader is
+ * online while it runs a batch, a quiescent state after each; a worker
+ * that helps or idles is offline (what it reads, the leader's read-side
+ * section keeps alive). They block every signal and run OpenBLAS
+ * single-threaded.
  *
  * Ownership: the caller owns its items; from workers_submit() until
  * ops->done or ops->refuse the pool holds them. workers_start allocates the
@@ -40,11 +50,16 @@ struct workers_item {
     int rows;                  /* the caller's row estimate for batching, >= 1 */
 };
 
+/* The team of the batch being run (opaque). */
+struct workers_team;
+
 struct workers_ops {
     /* Worker thread, when it starts: its context for run (may be NULL). */
     void *(*thread_start)(void *arg);
-    /* Worker thread: runs items[0..n), n >= 1. */
-    void (*run)(struct workers_item **items, size_t n, void *ctx, void *arg);
+    /* Worker thread: runs items[0..n), n >= 1, with the team (NULL with one
+     * thread). */
+    void (*run)(struct workers_item **items, size_t n, void *ctx, struct workers_team *team,
+                void *arg);
     /* Worker thread, when it exits: frees ctx. */
     void (*thread_end)(void *ctx, void *arg);
     /* Loop thread: the item was run. */
@@ -82,6 +97,14 @@ size_t workers_refuse_queued(struct workers *ws, size_t *running);
 /* True when no worker thread runs any more (after workers_refuse_queued,
  * once the running batches ended), or there is no pool. */
 bool workers_exited(const struct workers *ws);
+/* Members of the team (every worker thread). */
+int workers_team_size(const struct workers_team *t);
+/* Leader, inside ops->run: fn(fn_arg, me) on every member me (this thread
+ * is 0); returns when every member returned. */
+void workers_team_run(struct workers_team *t, void (*fn)(void *fn_arg, int me), void *fn_arg);
+/* Inside a fn of workers_team_run: returns once every member called it. */
+void workers_team_barrier(struct workers_team *t);
+
 /* Stops and joins the workers once the queue is empty, hands what they
  * finished last to ops->done, and frees the pool. Sets *ws to NULL. */
 void workers_stop(struct workers **ws);

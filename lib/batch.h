@@ -5,9 +5,12 @@
  * one: it parses each body (lib/inferbody.h), reads the serving view ONCE
  * for the whole batch, routes each job (a pin wins over a route key; a
  * body's pin and key win over the headers'), groups the jobs by the
- * snapshot that serves them, runs the forward pass over each group's rows
- * in chunks of at most the scratch's max_rows, and writes each job's answer
- * from the rows of its own snapshot, so no answer mixes two snapshots.
+ * snapshot that serves them, runs ONE forward pass over all the batch's
+ * rows (lib/forward.h: one base GEMM per layer, each group's snapshot on
+ * its own rows) in chunks of at most the scratch's max_rows, and writes
+ * each job's answer from the rows of its own snapshot, so no answer mixes
+ * two snapshots. With a team (struct batch_team) the parsing, the forward
+ * (split by output features) and the answers are shared by its members.
  * A job that cannot be served (a malformed body, a canary pin without a
  * canary, out of memory) gets its error and does not hold up the others.
  *
@@ -18,6 +21,9 @@
  *
  * Threads: batch_run on a registered RCU reader thread (serving.h), online;
  * the caller reports the quiescent state after it. One scratch per thread.
+ * Team members run only what batch_run hands them through team->run, while
+ * batch_run's thread stays in its read-side section (so the snapshots they
+ * read stay alive); they need not be online themselves.
  */
 #ifndef LORAD_BATCH_H
 #define LORAD_BATCH_H
@@ -60,7 +66,18 @@ struct batch_job {
     /* private to batch.c */
     struct inferbody_req req;
     const struct snapshot *snap; /* what serves it (NULL: base model) */
-    size_t row_off;              /* its first row in the batch's buffers */
+    size_t row_off;              /* its first row in the batch's rows */
+};
+
+/* Threads that share one batch: the caller's thread is member 0. */
+struct batch_team {
+    int n; /* members, >= 1 */
+    /* Runs fn(arg, me) on every member me in 0..n-1, this thread as 0;
+     * returns once every member has returned from it. */
+    void (*run)(void *team, void (*fn)(void *arg, int me), void *arg);
+    /* Returns once all n members called it (inside a fn of run). */
+    void (*barrier)(void *team);
+    void *team;
 };
 
 /* What a batch may take and who hears of its forward passes. */
@@ -73,12 +90,18 @@ struct batch_params {
      * served it (NULL: nobody), on the same thread. */
     void (*on_snapshots)(void *arg, int snapshots);
     void *arg;
+    /* The team sharing the batch, or NULL: this thread alone. Its n must
+     * not exceed the scratch's lanes. */
+    const struct batch_team *team;
 };
 
 /* Working memory of one thread: row buffers and the forward scratch for
  * chunks of `max_rows` rows (max_batch_rows) and LoRA ranks up to
  * `base_rank` (grown when a snapshot needs more). NULL on out-of-memory. */
 struct batch_scratch *batch_scratch_new(const struct model *m, int max_rows, int base_rank);
+/* The same for teams of up to `lanes` threads. */
+struct batch_scratch *batch_scratch_new_lanes(const struct model *m, int max_rows, int base_rank,
+                                              int lanes);
 void batch_scratch_free(struct batch_scratch **sc);
 
 /* Answers jobs[0..n) (see above). With sc NULL every job fails with

@@ -10,12 +10,15 @@
  * routing rules (a pin wins over a route key; the body's over the
  * headers'), a canary pin without a canary, chunking at the scratch's row
  * limit with the rows of each forward reported, a rank larger than the
- * scratch's, and a missing scratch.
+ * scratch's, and a missing scratch. The mixed batch and the chunks run on
+ * this thread alone and shared by teams of 2 and 3 threads; stable and
+ * canary rows of one batch go through one forward.
  */
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,7 @@
 #include "../lib/batch.h"
 #include "../lib/model.h"
 #include "../lib/serving.h"
+#include "../lib/team.h"
 #include "testutil.h"
 
 #define NL 2
@@ -123,9 +127,12 @@ static struct snapshot *stage(int adirfd, const struct adapter_ref *a, struct pr
 
 /* Model, adapters, serving: stable a-stable, canary a-canary at 50 %
  * (or no canary). */
+static int team_n = 1; /* the team run() hands batch_run */
+
 static void fixture_up(bool with_canary)
 {
     struct lorad_error err = {0};
+    team_n = 1;
     struct profile *prof = NULL;
     struct serving_commit c;
     char *mdir, *adir;
@@ -291,13 +298,49 @@ static void expect_refused(const struct batch_job *j, int code, const char *msg)
     ck_assert_ptr_null(j->resp);
 }
 
+/* ---- a team of threads started per team run ---- */
+
+static struct team_barrier team_bar;
+
+struct member {
+    void (*fn)(void *, int);
+    void *arg;
+    int me;
+};
+
+static void *member_main(void *arg)
+{
+    struct member *mb = arg;
+    mb->fn(mb->arg, mb->me);
+    return NULL;
+}
+
+static void team_run(void *team, void (*fn)(void *, int), void *arg)
+{
+    pthread_t tid[4];
+    struct member mb[4];
+    (void)team;
+    for (int k = 1; k < team_n; k++) {
+        mb[k] = (struct member){fn, arg, k};
+        ck_assert_int_eq(pthread_create(&tid[k], NULL, member_main, &mb[k]), 0);
+    }
+    fn(arg, 0);
+    for (int k = 1; k < team_n; k++)
+        pthread_join(tid[k], NULL);
+}
+
 static void run(struct batch_job *jobs, size_t n, struct batch_scratch *sc)
 {
     struct batch_job *p[16];
+    struct batch_team team = {team_n, team_run, team_barrier_cb, &team_bar};
+    struct batch_params bp = params;
     for (size_t i = 0; i < n; i++)
         p[i] = &jobs[i];
+    team_barrier_init(&team_bar, team_n);
+    if (team_n > 1)
+        bp.team = &team;
     serving_reader_online();
-    batch_run(F.m, F.s, &params, p, n, sc);
+    batch_run(F.m, F.s, &bp, p, n, sc);
     serving_reader_quiescent();
     serving_reader_offline();
 }
@@ -313,6 +356,7 @@ static void free_jobs(struct batch_job *jobs, size_t n)
 START_TEST(test_mixed_batch)
 {
     fixture_up(true);
+    team_n = 1 + _i;
     double *x = tu_rand_array(&F.rng, 16 * IN0, -1, 1);
     char *b0 = json_body(x, 1, false, NULL);                          /* header pin stable */
     char *b1 = json_body(x + IN0, 3, true, "\"variant\":\"canary\""); /* body pin */
@@ -333,7 +377,7 @@ START_TEST(test_mixed_batch)
         job_json(b7, NULL, BATCH_PIN_NONE),
         {.body = (const char *)f3, .body_len = 7, .binary = true, .pin = BATCH_PIN_NONE},
     };
-    struct batch_scratch *sc = batch_scratch_new(F.m, 64, 1);
+    struct batch_scratch *sc = batch_scratch_new_lanes(F.m, 64, 1, 3);
 
     run(jobs, 9, sc);
     expect_answer(&jobs[0], x, 1, 0, SERVING_STABLE, "JSON, header pin stable");
@@ -350,8 +394,7 @@ START_TEST(test_mixed_batch)
     expect_refused(&jobs[8], LORAD_E_INVALID_REQUEST,
                    "binary body of 7 bytes is not a positive multiple of one row "
                    "(6 f32 = 24 bytes)");
-    /* one forward over every row, stable 1+2+1 and canary 3+2 (one base
-     * GEMM per layer, each snapshot's LoRA on its own rows) */
+    /* one forward for both snapshots: stable 1+2+1 rows, canary 3+2 */
     ck_assert_int_eq(F.forwards, 1);
     ck_assert_int_eq(F.forward_rows, 9);
     free_jobs(jobs, 9);
@@ -445,7 +488,9 @@ START_TEST(test_chunks)
         job_json(b1, NULL, SERVING_CANARY),
         job_json(b2, NULL, SERVING_CANARY),
     };
-    struct batch_scratch *sc = batch_scratch_new(F.m, 3, 1); /* rank 1 < 4: grown */
+    struct batch_scratch *sc = /* rank 1 < 4: grown */
+        _i == 0 ? batch_scratch_new(F.m, 3, 1) : batch_scratch_new_lanes(F.m, 3, 1, 3);
+    team_n = 1 + _i;
     run(jobs, 3, sc);
     expect_answer(&jobs[0], x, 4, 1, SERVING_CANARY, "binary, chunked");
     expect_answer(&jobs[1], x + 4 * IN0, 4, 1, SERVING_CANARY, "JSON, chunked");
@@ -605,10 +650,10 @@ static Suite *batch_suite(void)
 {
     Suite *s = suite_create("batch");
     TCase *tc = tcase_create("batch");
-    tcase_add_test(tc, test_mixed_batch);
+    tcase_add_loop_test(tc, test_mixed_batch, 0, 3);
     tcase_add_test(tc, test_route_keys);
     tcase_add_test(tc, test_no_canary);
-    tcase_add_test(tc, test_chunks);
+    tcase_add_loop_test(tc, test_chunks, 0, 3);
     tcase_add_test(tc, test_no_scratch);
     tcase_add_test(tc, test_slots);
     tcase_set_timeout(tc, 60);

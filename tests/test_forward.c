@@ -2,10 +2,14 @@
  * Every output is compared against testutil's naive double-precision
  * reference (tu_ref_forward) fed the same f32-representable values: base
  * model, LoRA at several ranks, lora_bias, DoRA, modules_to_save, every
- * activation, batch sizes 1/7/64, a fan_in_fan_out model, row independence.
+ * activation, batch sizes 1/7/64, a fan_in_fan_out model, row independence;
+ * batches of several groups (LoRA, DoRA, modules_to_save, base only) with
+ * interleaved or contiguous rows, on one thread and split across teams of
+ * 2 and 3 threads, each row against the reference of its own snapshot.
  */
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 #include "../lib/forward.h"
 #include "../lib/model.h"
 #include "../lib/snapshot.h"
+#include "../lib/team.h"
 #include "testutil.h"
 
 #define MAX_ROWS 64
@@ -453,42 +458,199 @@ START_TEST(test_scratch)
 }
 END_TEST
 
-/* forward_run_spans: rows of the base model and of a snapshot with
- * modules_to_save, DoRA and lora_bias in one batch, each span against the
- * reference of its own snapshot (the base model's layers kept aside
- * before the snapshot changed the reference). */
-START_TEST(test_spans)
+/* ---- groups: several snapshots in one batch ---- */
+
+#define NGROUPS 4
+
+/* Four fixtures on the same base model (same spec and seed), each with its
+ * own snapshot: LoRA + lora_bias; DoRA + modules_to_save with bias; base
+ * only; modules_to_save without bias + LoRA. */
+static void build_groups(struct fixture f[NGROUPS])
+{
+    for (int k = 0; k < NGROUPS; k++)
+        build_model(&f[k], three, 3, 500);
+    add_lora(&f[0], 0, 8, 2.0, true, false, 510, 0.2);
+    add_lora(&f[0], 2, 4, 0.5, false, false, 511, 0.2);
+    add_lora(&f[1], 1, 16, 1.0, false, true, 520, 0.2);
+    replace_layer(&f[1], 2, true, 521);
+    replace_layer(&f[3], 0, false, 530);
+    add_lora(&f[3], 1, 2, 3.0, true, false, 531, 0.2);
+}
+
+/* Row r's group: interleaved (seeded) when `mixed`, else in blocks. */
+static int group_of_row(int r, int rows, bool mixed, uint64_t *seed)
+{
+    if (mixed)
+        return (int)(tu_rand(seed) % NGROUPS);
+    return r * NGROUPS / rows;
+}
+
+struct split_arg {
+    const struct model *m;
+    const struct forward_group *g;
+    int ng, rows, me, n;
+    const float *x;
+    float *y;
+    struct forward_scratch *s;
+    struct team_barrier *b;
+};
+
+static void *split_main(void *arg)
+{
+    struct split_arg *a = arg;
+    forward_run_split(a->m, a->g, a->ng, a->x, a->rows, a->y, a->s, a->me, a->n, team_barrier_cb,
+                      a->b);
+    return NULL;
+}
+
+/* The groups' forward on `team` threads (1: forward_run_groups). */
+static void run_team(const struct model *m, const struct forward_group *g, int ng, const float *x,
+                     int rows, float *y, struct forward_scratch *s, int team)
+{
+    pthread_t tid[4];
+    struct split_arg a[4];
+    struct team_barrier b;
+    if (team == 1) {
+        forward_run_groups(m, g, ng, x, rows, y, s);
+        return;
+    }
+    team_barrier_init(&b, team);
+    for (int k = 0; k < team; k++) {
+        a[k] = (struct split_arg){m, g, ng, rows, k, team, x, y, s, &b};
+        ck_assert_int_eq(pthread_create(&tid[k], NULL, split_main, &a[k]), 0);
+    }
+    for (int k = 0; k < team; k++)
+        pthread_join(tid[k], NULL);
+}
+
+/* `rows` rows spread over the four groups, run on `team` threads: every
+ * row matches its own snapshot's reference and its forward alone. */
+static void check_groups(int rows, bool mixed, int team)
+{
+    struct fixture f[NGROUPS];
+    const struct model *m;
+    size_t in, out;
+    uint64_t seed = 600 + (uint64_t)rows;
+    int *idx = keep(calloc((size_t)rows, sizeof(int)));
+    int *grp = keep(calloc((size_t)rows, sizeof(int)));
+    struct forward_group g[NGROUPS];
+    int ng = 0, used = 0;
+
+    build_groups(f);
+    m = f[0].m;
+    in = (size_t)m->in_features;
+    out = (size_t)m->out_features;
+    double *x = keep(tu_rand_array(&seed, (size_t)rows * in, -1, 1));
+    float *xf = keep(to_float(x, (size_t)rows * in));
+    float *y = keep(calloc((size_t)rows * out, sizeof(float)));
+    float *y1 = keep(calloc(out, sizeof(float)));
+    double *want = keep(calloc(out, sizeof(double)));
+    struct forward_scratch *s = forward_scratch_new_lanes(m, MAX_ROWS, MAX_RANK, 3);
+    ck_assert_ptr_nonnull(s);
+    for (int r = 0; r < rows; r++)
+        grp[r] = group_of_row(r, rows, mixed, &seed);
+    for (int k = 0; k < NGROUPS; k++) {
+        int n = 0;
+        for (int r = 0; r < rows; r++)
+            if (grp[r] == k)
+                idx[used + n++] = r;
+        if (n == 0)
+            continue;
+        g[ng++] = (struct forward_group){f[k].snap, idx + used, n};
+        used += n;
+    }
+    ck_assert_int_eq(used, rows);
+    run_team(m, g, ng, xf, rows, y, s, team);
+    for (int r = 0; r < rows; r++) {
+        const float *yr = y + (size_t)r * out;
+        tu_ref_forward(f[grp[r]].ref, f[grp[r]].n, x + (size_t)r * in, 1, want);
+        double worst = tu_worst_ratio(yr, want, out, ATOL, RTOL);
+        ck_assert_msg(worst <= 1.0, "rows %d team %d row %d (group %d): worst ratio %g", rows, team,
+                      r, grp[r], worst);
+        forward_run(m, f[grp[r]].snap, xf + (size_t)r * in, 1, y1, s);
+        for (size_t o = 0; o < out; o++)
+            ck_assert_msg(fabsf(yr[o] - y1[o]) <= 1e-6f + 1e-5f * fabsf(y1[o]),
+                          "row %d col %zu: in batch %.9g alone %.9g", r, o, yr[o], y1[o]);
+    }
+    forward_scratch_free(&s);
+    for (int k = 0; k < NGROUPS; k++)
+        free_fixture(&f[k]);
+}
+
+static const int group_rows[] = {1, 5, 23, 64};
+
+START_TEST(test_groups_mixed)
+{
+    check_groups(group_rows[_i], true, 1);
+}
+END_TEST
+
+START_TEST(test_groups_blocks)
+{
+    check_groups(group_rows[_i], false, 1);
+}
+END_TEST
+
+START_TEST(test_split_two)
+{
+    check_groups(group_rows[_i], true, 2);
+    check_groups(group_rows[_i], false, 2);
+}
+END_TEST
+
+START_TEST(test_split_three)
+{
+    check_groups(group_rows[_i], true, 3);
+}
+END_TEST
+
+/* One group covering the batch whose snapshot replaces a layer: its weight
+ * is the base sgemm's, split or not. */
+START_TEST(test_split_single_replacing_group)
 {
     struct fixture f;
-    struct tu_layer base[3];
-    const int rows = 10;
-    uint64_t seed = 77;
-    build_model(&f, three, 3, 250);
-    memcpy(base, f.ref, sizeof(base));
-    replace_layer(&f, 0, true, 350);
-    add_lora(&f, 1, 4, 1.5, false, true, 351, 0.2);
-    add_lora(&f, 2, 8, 0.5, true, false, 352, 0.2);
+    const int rows = 9, team = 1 + _i;
+    build_model(&f, three, 3, 700);
+    replace_layer(&f, 1, true, 701);
+    add_lora(&f, 1, 4, 1.5, false, true, 702, 0.2);
     const struct model *m = f.m;
     size_t in = (size_t)m->in_features, out = (size_t)m->out_features;
-    double *x = tu_rand_array(&seed, (size_t)rows * in, -1, 1);
-    float *xf = to_float(x, (size_t)rows * in);
-    float *y = calloc((size_t)rows * out, sizeof(*y));
-    double *want = calloc((size_t)rows * out, sizeof(*want));
-    struct forward_scratch *s = forward_scratch_new(m, MAX_ROWS, MAX_RANK);
-    const struct forward_span sp[3] = {{NULL, 0, 3}, {f.snap, 3, 4}, {NULL, 7, 3}};
-    ck_assert(y && want && s);
-    forward_run_spans(m, sp, 3, xf, rows, y, s);
-    tu_ref_forward(base, 3, x, 3, want);
-    tu_ref_forward(f.ref, 3, x + 3 * in, 4, want + 3 * out);
-    tu_ref_forward(base, 3, x + 7 * in, 3, want + 7 * out);
-    double worst = tu_worst_ratio(y, want, (size_t)rows * out, ATOL, RTOL);
-    ck_assert_msg(worst <= 1.0, "spans: worst error ratio %g", worst);
+    uint64_t seed = 703;
+    double *x = keep(tu_rand_array(&seed, rows * in, -1, 1));
+    float *xf = keep(to_float(x, rows * in));
+    float *y = keep(calloc(rows * out, sizeof(float)));
+    double *want = keep(calloc(rows * out, sizeof(double)));
+    int idx[9];
+    for (int r = 0; r < rows; r++)
+        idx[r] = r;
+    struct forward_group g = {f.snap, idx, rows};
+    struct forward_scratch *s = forward_scratch_new_lanes(m, MAX_ROWS, MAX_RANK, 3);
+    ck_assert_ptr_nonnull(s);
+    run_team(m, &g, 1, xf, rows, y, s, team);
+    tu_ref_forward(f.ref, f.n, x, rows, want);
+    ck_assert(tu_worst_ratio(y, want, rows * out, ATOL, RTOL) <= 1.0);
     forward_scratch_free(&s);
-    free(x);
-    free(xf);
-    free(y);
-    free(want);
     free_fixture(&f);
+}
+END_TEST
+
+/* Slices cover the features exactly, 16-float aligned, some empty. */
+START_TEST(test_slices)
+{
+    static const int outs[] = {1, 9, 16, 47, 1024, 1025};
+    for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++)
+        for (int n = 1; n <= 4; n++) {
+            int next = 0;
+            for (int me = 0; me < n; me++) {
+                int c0, c1;
+                forward_slice(outs[i], me, n, &c0, &c1);
+                ck_assert_int_eq(c0, next);
+                ck_assert_int_ge(c1, c0);
+                ck_assert(c0 % 16 == 0 || c0 == outs[i]);
+                next = c1;
+            }
+            ck_assert_int_eq(next, outs[i]);
+        }
 }
 END_TEST
 
@@ -508,7 +670,12 @@ static Suite *forward_suite(void)
     tcase_add_test(tc, test_overflow_is_non_finite);
     tcase_add_test(tc, test_fan_in_fan_out_model);
     tcase_add_test(tc, test_scratch);
-    tcase_add_test(tc, test_spans);
+    tcase_add_loop_test(tc, test_groups_mixed, 0, 4);
+    tcase_add_loop_test(tc, test_groups_blocks, 0, 4);
+    tcase_add_loop_test(tc, test_split_two, 0, 4);
+    tcase_add_loop_test(tc, test_split_three, 0, 4);
+    tcase_add_loop_test(tc, test_split_single_replacing_group, 0, 3);
+    tcase_add_test(tc, test_slices);
     suite_add_tcase(s, tc);
     return s;
 }
