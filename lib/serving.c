@@ -474,8 +474,9 @@ void serving_pending_finish(struct serving *s)
 }
 
 /* Puts the bookkeeping back as it was and retires what only the held
- * change held (with `view`). */
-static void pend_revert(struct serving *s, struct serving_view *view)
+ * change held (with `view`). A version that was published (readers may
+ * have named it) stays used: `keep_version`. */
+static void pend_revert(struct serving *s, struct serving_view *view, bool keep_version)
 {
     struct books now;
     books_now(s, &now);
@@ -483,6 +484,8 @@ static void pend_revert(struct serving *s, struct serving_view *view)
     r->view = view;
     leaving_add(r, &now, &s->pend.old);
     books_load(s, &s->pend.old);
+    if (keep_version)
+        s->next_version = now.next_version;
     pend_clear(s);
     retire(r); /* readers may have seen them (undo): after a grace period */
 }
@@ -495,7 +498,7 @@ void serving_pending_undo(struct serving *s)
     }
     if (s->pend.state != PEND_PUBLISHED)
         return;
-    pend_revert(s, serving_publish(s, s->pend.view));
+    pend_revert(s, serving_publish(s, s->pend.view), true);
 }
 
 void serving_pending_abort(struct serving *s)
@@ -507,7 +510,7 @@ void serving_pending_abort(struct serving *s)
     s->hold = false; /* also after a change function that failed */
     if (s->pend.state != PEND_HELD)
         return;
-    pend_revert(s, s->pend.view); /* never published */
+    pend_revert(s, s->pend.view, false); /* never published */
 }
 
 size_t serving_history_max(const struct serving *s)
