@@ -73,9 +73,12 @@ int desired_parse(const char *slot, const char *text, size_t len, struct desired
         return lorad_error_set(err, LORAD_E_INVALID_REQUEST, "slot name \"%.140s\" is not valid",
                                slot);
     snprintf(d->slot, sizeof(d->slot), "%s", slot);
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     int rc = 0;
-    if (!cJSON_IsObject(j)) {
+    while (j && end && end < text + len && strchr(" \t\r\n", *end) && *end)
+        end++;
+    if (!cJSON_IsObject(j) || !end || end != text + len) {
         rc = lorad_error_set(err, LORAD_E_INVALID_REQUEST, "not a JSON object");
         goto done;
     }

@@ -52,6 +52,8 @@ void reconcile_slot(const char *slot, const struct desired *d, const struct obse
     if (canary && !snap_is(&s->canary, d)) { /* rule 3 */
         add(plan, RECONCILE_ABORT, NULL);
         canary = false;
+        if (snap_is(&s->stable, d)) /* rule 2 once the canary is gone */
+            return;
     }
     if (d->has_percent) { /* rule 4 */
         if (!canary)

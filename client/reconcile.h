@@ -10,7 +10,9 @@
  *   2. stable is A and no canary: nothing (converged; a percent does not
  *      make a canary of what is already stable).
  *   3. a canary is live that is not A (or not H): abort it (`/rollback`),
- *      then continue with rule 4 or 5 as if none were live.
+ *      then, unless rule 2 now holds (a rollback written as the previous
+ *      desired value ends here), continue with rule 4 or 5 as if none were
+ *      live.
  *   4. with P: a canary of A is live → set its percent when it differs
  *      (`/canary`; percents equal to 0.01, lorad's resolution); none is
  *      live → `/swap` A as the canary at P.
