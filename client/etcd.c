@@ -262,6 +262,11 @@ void etcd_free(struct etcd **cp)
     *cp = NULL;
 }
 
+void etcd_set_stop(struct etcd *c, volatile sig_atomic_t *stop)
+{
+    c->stop = stop;
+}
+
 const char *etcd_where(const struct etcd *c)
 {
     return c->ep[c->cur];

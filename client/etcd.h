@@ -82,6 +82,9 @@ struct etcd;
 struct etcd *etcd_new(const struct etcd_conf *conf, struct lorad_error *err);
 /* Frees c (wiping the password and token); sets *c to NULL. NULL is fine. */
 void etcd_free(struct etcd **c);
+/* Replaces the stop flag (NULL: calls are never cut short), e.g. to send
+ * a last request after the flag was raised. */
+void etcd_set_stop(struct etcd *c, volatile sig_atomic_t *stop);
 /* The endpoint in use ("http://127.0.0.1:2379"; owned by c). */
 const char *etcd_where(const struct etcd *c);
 

@@ -708,6 +708,7 @@ static void sync_run(struct sync *s)
     }
     if (s->lease) {
         struct lorad_error err = {0};
+        etcd_set_stop(s->etcd, NULL); /* the revoke must not be cut short */
         if (etcd_lease_revoke(s->etcd, s->lease, &err) < 0)
             slog(LOG_WARN,
                  "event=lease_revoke_failed reason=\"%s\"; the report expires with "

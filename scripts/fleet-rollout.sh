@@ -589,8 +589,22 @@ E_VAL=""
 E_MOD=0
 
 # etcd_call PATH BODYFILE: POSTs to the first endpoint that answers 200;
-# ETCD_BODY its answer. 1 when none did.
+# ETCD_BODY its answer. When none does, it says so and retries every
+# second for up to --converge-timeout seconds (an etcd outage or leader
+# election); 1 when none answered by then.
 etcd_call() {
+    _et0=$(date +%s)
+    while ! etcd_call_once "$1" "$2"; do
+        if [ $(($(date +%s) - _et0)) -ge "$CONVERGE_TIMEOUT" ]; then
+            say "etcd unreachable for ${CONVERGE_TIMEOUT}s; giving up" >&2
+            return 1
+        fi
+        say "etcd unreachable; retrying in 1s" >&2
+        sleep 1
+    done
+}
+
+etcd_call_once() {
     _path=$1
     _file=$2
     for _ep in $(printf '%s' "$ETCD" | tr ',' ' '); do
