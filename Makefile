@@ -10,6 +10,7 @@
 #   make format        clang-format every C file in place
 #   make format-check  fail when clang-format would change any C file
 #   make install    binaries, units, man pages, scripts, config (mk/install.mk)
+#   make bench-converge  etcd write -> last instance's commit, 3 and 8 instances
 #
 # Every dependency is a Debian package found by pkg-config.
 
@@ -70,7 +71,7 @@ TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
 ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
 
-.PHONY: all check run deps clean unit itest format format-check bench
+.PHONY: all check run deps clean unit itest format format-check bench bench-converge
 .SECONDARY:
 all: $(B)/lorad $(B)/loradctl $(B)/lorad-sync $(B)/lorad-mkdemo
 
@@ -138,6 +139,10 @@ $(B)/bench/roof: $(B)/obj/bench/roof.o $(B)/liblorad.a
 
 bench: $(B)/lorad $(B)/lorad-mkdemo $(B)/bench/roof
 	@./bench/run.sh $(B)
+
+# The fleet's convergence through etcd (SPEC.md 12); not part of CI.
+bench-converge: $(B)/lorad $(B)/lorad-sync $(B)/lorad-mkdemo
+	@./bench/converge.sh $(B)
 
 run: $(B)/lorad $(B)/lorad-mkdemo
 	@./scripts/run-demo.sh $(B)
