@@ -712,6 +712,12 @@ wait_converged() {
                 NAMES=$(printf '%s' "$NAMES" | jq -c --arg g "$_g" '. - [$g]')
             done
             [ "$NAMES" != "[]" ] || { say "no instance reports any more" >&2; return 2; }
+            _newer=$(report_q '[.[] | .slots[$s].desired.mod_revision // 0 | select(. > ($m | tonumber))] | length' --arg m "$CUR_MOD")
+            if [ "$_newer" != 0 ]; then
+                e_get "$DKEY" || true
+                say "CONFLICT: $DKEY was changed by another writer (now $E_VAL at revision $E_MOD, this rollout wrote revision $CUR_MOD); the instances follow it; not overwriting it, not rolling back" >&2
+                exit 5
+            fi
             _ref=$(report_q '[.[] | .slots[$s] as $x | select($x.desired.mod_revision == ($m | tonumber) and $x.last_error != null) | "\(.name): \($x.last_error.code): \($x.last_error.message)"] | .[]' --arg m "$CUR_MOD")
             if [ -n "$_ref" ]; then
                 printf '%s\n' "$_ref" | while IFS= read -r _l; do say "REFUSED by $_l" >&2; done

@@ -814,8 +814,16 @@ START_TEST(test_etcd_outage_mid_rollout)
     ck_assert_msg(canary, "the fleet never reported the canary; rollout log:\n%s", slurp(slog));
     reap(&f.epid, SIGKILL);
     /* etcd is gone: every instance keeps serving (the load checks), the
-     * agents log it and retry */
-    sleep_ms(1500);
+     * agents and the script log it and retry; etcd stays down until all
+     * of them have said so */
+    bool seen = false;
+    for (int k = 0; k < 400 && !seen; k++) {
+        seen = log_has(slog, "etcd unreachable");
+        for (int i = 0; i < FL_N; i++)
+            seen = seen && log_has(f.alog[i], "event=etcd_unreachable");
+        if (!seen)
+            sleep_ms(50);
+    }
     for (int i = 0; i < FL_N; i++) {
         char st[160], ca[160];
         served(&f, i, st, ca, sizeof(st), NULL);
@@ -823,6 +831,7 @@ START_TEST(test_etcd_outage_mid_rollout)
                       "lorad%d changed during the outage: %s / %s", i + 1, st, ca);
         ck_assert_msg(log_has(f.alog[i], "event=etcd_unreachable"),
                       "lorad%d's agent did not log the outage:\n%.2000s", i + 1, slurp(f.alog[i]));
+        ck_assert_msg(log_has(slog, "etcd unreachable"), "the rollout did not log the outage");
         ck_assert(wait_served(i, 10));
     }
     etcd_start(&f);
