@@ -711,6 +711,66 @@ static bool all_report_canary(const struct fleet *f, const char *adapter)
 
 /* ---- tests ---- */
 
+/* The command line and config file: usage errors exit 64 before anything
+ * is contacted; --help and --version exit 0. */
+START_TEST(test_usage)
+{
+    char *dir = itu_tmpdir();
+    char *bad = tu_path(dir, "bad.json"), *wrong = tu_path(dir, "wrong.json");
+    spit(bad, "{\"etcd\": \"http://127.0.0.1:1\", \"colour\": 1}");
+    spit(wrong, "{\"etcd\": \"http://127.0.0.1:1\", \"lease_ttl\": \"ten\"}");
+    struct {
+        const char *args[12];
+        int rc;
+        const char *says;
+    } cases[] = {
+        {{"--help"}, 0, "usage: lorad-sync"},
+        {{"--version"}, 0, "lorad-sync 0.1.0"},
+        {{"--bogus", "x"}, 64, "unknown option --bogus"},
+        {{"--etcd"}, 64, "needs a value"},
+        {{"--prefix", "/p/", "--name", "a", "--url", "http://127.0.0.1:1"},
+         64,
+         "--etcd is required"},
+        {{"--etcd", "http://127.0.0.1:1", "--prefix", "/p/", "--name", "a"},
+         64,
+         "exactly one of --url and --socket"},
+        {{"--etcd", "http://127.0.0.1:1", "--prefix", "/p/", "--name", "a/b", "--url",
+          "http://x:1"},
+         64,
+         "--name"},
+        {{"--etcd", "127.0.0.1:2379", "--prefix", "/p/", "--name", "a", "--url", "http://x:1"},
+         64,
+         "not http(s)://HOST:PORT"},
+        {{"--etcd", "http://h:1", "--prefix", "/p/", "--name", "a", "--url", "http://x:1",
+          "--lease-ttl", "0"},
+         64,
+         "lease-ttl"},
+        {{"--etcd", "http://h:1", "--prefix", "/p/", "--name", "a", "--url", "http://x:1",
+          "--etcd-user", "u"},
+         64,
+         "go together"},
+        {{"--config", bad}, 64, "unknown key \"colour\""},
+        {{"--config", wrong}, 64, "wrong type"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *argv[16] = {(char *)sync_bin()};
+        int n = 1;
+        for (int k = 0; cases[i].args[k]; k++)
+            argv[n++] = (char *)cases[i].args[k];
+        argv[n] = NULL;
+        char *out = NULL;
+        int rc = itu_run(argv, &out);
+        ck_assert_msg(rc == cases[i].rc && strstr(out, cases[i].says),
+                      "case %zu (%s ...): exit %d, expected %d with '%s':\n%s", i, cases[i].args[0],
+                      rc, cases[i].rc, cases[i].says, out);
+        free(out);
+    }
+    free(bad);
+    free(wrong);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_skip)
 {
     fprintf(stderr, "itest_sync: SKIP: needs etcd and etcdctl (Debian packages etcd-server, "
@@ -1089,13 +1149,16 @@ int main(void)
     Suite *s = suite_create("itest_sync");
     TCase *tc = tcase_create("sync");
     tcase_set_timeout(tc, 90);
+    itu_init();
     if (!HAPROXY || !ETCD || !ETCDCTL) {
         tcase_add_test(tc, test_skip);
+        tcase_add_test(tc, test_usage);
         suite_add_tcase(s, tc);
-        return itu_run_suite(s) ? 1 : 0;
+        int failed = itu_run_suite(s);
+        itu_cleanup();
+        return failed ? 1 : 0;
     }
     setenv("ETCDCTL_API", "3", 1);
-    itu_init();
     M = itu_model_load(itu_model_dir());
     X = itu_rows(1616, FL_ROWS, M->in);
     for (int k = 0; k < AD_N; k++) {
@@ -1104,6 +1167,7 @@ int main(void)
         itu_forward(M, a, X, FL_ROWS, WANT[k]);
         itu_adapter_free(&a);
     }
+    tcase_add_test(tc, test_usage);
     tcase_add_test(tc, test_rollout_good_then_gate_fails);
     tcase_add_test(tc, test_instance_down_during_rollout);
     tcase_add_test(tc, test_etcd_outage_mid_rollout);
