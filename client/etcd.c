@@ -465,12 +465,16 @@ static int etcd_exchange(struct etcd *c, const char *path, const cJSON *body, lo
                         strstr(m, "authentication failed") || strstr(m, "permission denied") ||
                         status == 401;
             if (auth && may_auth && c->user && strstr(m, "invalid auth token")) {
+                /* the token expired: once more with a new one */
                 wipe_free(c->auth);
                 c->auth = NULL;
                 cJSON_Delete(j);
                 free(text);
                 free(buf.data);
-                return etcd_exchange(c, path, body, watch_timeout_ms, out, changed, err, false);
+                rc = etcd_authenticate(c, err);
+                return rc < 0 ? rc
+                              : etcd_exchange(c, path, body, watch_timeout_ms, out, changed, err,
+                                              false);
             }
             rc = lorad_error_set(err,
                                  auth                                     ? LORAD_E_UNAUTHORIZED
@@ -757,8 +761,6 @@ int etcd_watch(struct etcd *c, const char *prefix, int64_t start_rev, long timeo
     int rc;
     if (!ok)
         rc = lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
-    else if (c->user && !c->auth && (rc = etcd_authenticate(c, err)) < 0)
-        ;
     else
         rc = etcd_exchange(c, "/v3/watch", b, timeout_ms > 0 ? timeout_ms : 1, NULL, changed, err,
                            true);

@@ -231,9 +231,10 @@ static void sync_etcd_failed(struct sync *s, int64_t now, const char *what,
     s->etcd_down = true;
     s->etcd_retry_ms = now + d;
     slog(LOG_WARN,
-         "event=etcd_unreachable step=%s attempt=%d retry_in_ms=%ld reason=\"%s\"; lorad keeps "
-         "serving what it has",
-         what, s->etcd_failures, d, err->msg);
+         "event=%s step=%s attempt=%d retry_in_ms=%ld reason=\"%s\"; lorad keeps serving what "
+         "it has",
+         err->code == LORAD_E_NOT_READY ? "etcd_unreachable" : "etcd_error", what, s->etcd_failures,
+         d, err->msg);
 }
 
 /* Step 1. True when etcd answered (the desired state is fresh). */
