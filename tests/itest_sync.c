@@ -640,6 +640,18 @@ static bool log_has(const char *path, const char *what)
     return y;
 }
 
+/* log_has, waiting up to `ms` (an agent logs a commit after lorad's
+ * answer, which /status may show first). */
+static bool wait_log(const char *path, const char *what, int ms)
+{
+    for (int k = 0; k < ms / 50; k++) {
+        if (log_has(path, what))
+            return true;
+        sleep_ms(50);
+    }
+    return log_has(path, what);
+}
+
 /* ---- the script ---- */
 
 /* Runs scripts/fleet-rollout.sh --etcd URL --prefix PREFIX ARGS... */
@@ -850,7 +862,9 @@ START_TEST(test_instance_down_during_rollout)
     agent_start(&f, 2);
     ck_assert_msg(wait_serves(&f, 2, "demo-b", 10000),
                   "lorad3 did not converge to demo-b; agent log:\n%.3000s", slurp(f.alog[2]));
-    ck_assert(log_has(f.alog[2], "event=converge slot=default action=swap adapter=demo-b"));
+    ck_assert_msg(
+        wait_log(f.alog[2], "event=converge slot=default action=swap adapter=demo-b", 5000),
+        "lorad3's agent did not log its swap:\n%.3000s", slurp(f.alog[2]));
     ck_assert_msg(wait_served(2, 20), "haproxy does not send to lorad3 again");
     load_stop_check("instance down during the rollout", NULL);
     fleet_stop(&f);
