@@ -1,6 +1,7 @@
 # lorad — build, test and run.
 #
-#   make            build/lorad, build/loradctl, build/lorad-mkdemo, build/liblorad.a
+#   make            build/lorad, build/loradctl, build/lorad-sync, build/lorad-mkdemo,
+#                   build/liblorad.a
 #   make run        build, write the demo model and adapters, serve them
 #   make check      every test (unit tests, then integration tests)
 #   make check SAN=1   the same under AddressSanitizer + UBSan (build/san)
@@ -11,16 +12,18 @@
 #   make install    binaries, units, man pages, scripts, config (mk/install.mk)
 #   make soak       the verifying soak and the kill -9 loop (bench/; minutes, not CI)
 #                   SOAK_ARGS / CRASH_ARGS pass sizes (e.g. SOAK_ARGS="--requests 200000")
+#   make bench-converge  etcd write -> last instance's commit, 3 and 8 instances
 #
 # Every dependency is a Debian package found by pkg-config.
 
 PKGS      := libmicrohttpd libcjson openblas libuv liburcu-qsbr nettle
-# The clients (client/: loradctl) link libcurl and cJSON, not the daemon's packages.
+# The clients (client/: loradctl, lorad-sync) link libcurl and cJSON, not the daemon's packages.
 TOOL_PKGS := libcurl libcjson
 TEST_PKGS := check libcurl
 DEB_PKGS  := build-essential pkg-config libmicrohttpd-dev libcjson-dev libopenblas-dev \
              libuv1-dev liburcu-dev nettle-dev check libcurl4-openssl-dev curl jq wrk \
-             clang systemd shellcheck prometheus haproxy groff-base
+             clang systemd shellcheck prometheus haproxy groff-base \
+             etcd-server etcd-client
 
 CC      ?= cc
 OPT     ?= -O2 -g
@@ -58,7 +61,7 @@ LDFLAGS_ALL := $(OPT) $(LDFLAGS)
 
 LIB_SRC    := $(wildcard lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
-CLIENT_SRC := $(filter-out client/loradctl.c,$(wildcard client/*.c))
+CLIENT_SRC := $(filter-out client/loradctl.c client/sync.c,$(wildcard client/*.c))
 UNIT_SRC   := $(wildcard tests/test_*.c)
 ITEST_SRC  := $(wildcard tests/itest_*.c)
 TESTLIB_SRC := $(filter-out tests/test_% tests/itest_%,$(wildcard tests/*.c))
@@ -70,9 +73,9 @@ TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/%.c=$(B)/tests/%)
 ITEST_BIN  := $(ITEST_SRC:tests/%.c=$(B)/tests/%)
 
-.PHONY: all check run deps clean unit itest format format-check bench soak
+.PHONY: all check run deps clean unit itest format format-check bench bench-converge soak
 .SECONDARY:
-all: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo
+all: $(B)/lorad $(B)/loradctl $(B)/lorad-sync $(B)/lorad-mkdemo
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -87,7 +90,7 @@ build/.deps-installed:
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(if $(filter tests/%,$<),$(TEST_CFLAGS)) \
-	  $(if $(filter client/% tests/test_api.c,$<),$(TOOL_CFLAGS)) -MMD -MP -c $< -o $@
+	  $(if $(filter client/% tests/test_api.c tests/test_sync.c,$<),$(TOOL_CFLAGS)) -MMD -MP -c $< -o $@
 
 $(B)/liblorad.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -107,8 +110,13 @@ $(B)/tests/%: $(B)/obj/tests/%.o $(TESTLIB_OBJ) $(B)/liblorad.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS) $(TEST_LIBS)
 
-# The unit test of client/ links the client objects too.
-$(B)/tests/test_api: $(B)/obj/tests/test_api.o $(TESTLIB_OBJ) $(CLIENT_OBJ) $(B)/liblorad.a
+# lorad-sync, the fleet agent (SPEC.md 12): the client modules and lib/'s
+# error convention and small-file reader.
+$(B)/lorad-sync: $(B)/obj/client/sync.o $(CLIENT_OBJ) $(B)/liblorad.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(TOOL_LIBS)
+
+# The unit tests of client/ link the client objects too.
+$(B)/tests/test_api $(B)/tests/test_sync: $(B)/tests/%: $(B)/obj/tests/%.o $(TESTLIB_OBJ) $(CLIENT_OBJ) $(B)/liblorad.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS) $(TOOL_LIBS) $(TEST_LIBS)
 
@@ -117,12 +125,12 @@ unit: $(UNIT_BIN)
 
 # What the integration tests run: the binaries, by absolute path.
 ITEST_ENV := B=$(B) LORAD_BIN=$(abspath $(B)/lorad) MKDEMO_BIN=$(abspath $(B)/lorad-mkdemo) \
-  LORADCTL_BIN=$(abspath $(B)/loradctl)
+  LORADCTL_BIN=$(abspath $(B)/loradctl) LORAD_SYNC_BIN=$(abspath $(B)/lorad-sync)
 
-itest: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo $(ITEST_BIN)
+itest: $(B)/lorad $(B)/loradctl $(B)/lorad-sync $(B)/lorad-mkdemo $(ITEST_BIN)
 	@$(ITEST_ENV) ./tests/run-tests.sh $(ITEST_BIN)
 
-check: $(B)/lorad $(B)/loradctl $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
+check: $(B)/lorad $(B)/loradctl $(B)/lorad-sync $(B)/lorad-mkdemo $(UNIT_BIN) $(ITEST_BIN)
 	@$(ITEST_ENV) ./tests/run-tests.sh $(UNIT_BIN) $(ITEST_BIN)
 	@# the fuzz corpora and regressions, replayed (seconds) where clang exists
 	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory fuzz-replay; fi
@@ -138,6 +146,9 @@ bench: $(B)/lorad $(B)/lorad-mkdemo $(B)/bench/roof
 soak: $(B)/lorad $(B)/lorad-mkdemo
 	@./bench/soak.py $(SOAK_ARGS) $(B)
 	@./bench/crashloop.py $(CRASH_ARGS) $(B)
+# The fleet's convergence through etcd (SPEC.md 12); not part of CI.
+bench-converge: $(B)/lorad $(B)/lorad-sync $(B)/lorad-mkdemo
+	@./bench/converge.sh $(B)
 
 run: $(B)/lorad $(B)/lorad-mkdemo
 	@./scripts/run-demo.sh $(B)

@@ -151,7 +151,8 @@ size_t serving_max_slots(const struct serving *s);
  *   serving_pending_abort()   drops it unpublished (the next version too);
  *   serving_pending_publish() flips (returns the microseconds it took),
  *     then serving_pending_finish() retires what left the state, or
- *     serving_pending_undo() republishes the old view and bookkeeping.
+ *     serving_pending_undo() republishes the old view and bookkeeping
+ *     (but not the next version: the undone one may have been seen).
  * While a change is pending every other change fails with
  * LORAD_E_SWAP_IN_PROGRESS. When the held change function fails (nothing
  * changed), serving_pending_abort() clears the hold. */

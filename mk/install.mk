@@ -6,15 +6,16 @@
 #   make install DESTDIR=/tmp/pkgroot     staged install (packaging)
 #
 # What goes where (PREFIX=/usr/local by default):
-#   $(BINDIR)            lorad, loradctl; the operator scripts under their
+#   $(BINDIR)            lorad, loradctl, lorad-sync; the operator scripts under their
 #                        installed names lorad-canary-rollout,
 #                        lorad-fleet-rollout and lorad-update (each finds the
 #                        canary script beside itself under either name).
 #                        lorad-mkdemo is not installed: it writes the demo
 #                        model of `make run`, a development tool.
 #   $(UNITDIR)           lorad.service, lorad.socket, lorad@.service,
-#                        lorad-update@.service, lorad-update@.timer
-#   $(MANDIR)/man1, man8 loradctl.1, lorad.8
+#                        lorad-update@.service, lorad-update@.timer,
+#                        lorad-sync@.service
+#   $(MANDIR)/man1, man8 loradctl.1, lorad.8, lorad-sync.8
 #   $(DOCDIR)            README.md, update.conf.example (the template of
 #                        /etc/lorad/update-SLOT.conf)
 #   $(DATADIR)/grafana   lorad.json, the Grafana dashboard, when
@@ -38,11 +39,11 @@ DATADIR ?= $(PREFIX)/share/lorad
 CONFDIR := /etc/lorad
 INSTALL ?= install
 
-INSTALL_BINS    := lorad loradctl
+INSTALL_BINS    := lorad loradctl lorad-sync
 INSTALL_SCRIPTS := canary-rollout fleet-rollout lorad-update
 INSTALL_UNITS   := lorad.service lorad.socket lorad@.service lorad-update@.service \
-                   lorad-update@.timer
-INSTALL_MAN     := man1/loradctl.1 man8/lorad.8
+                   lorad-update@.timer lorad-sync@.service
+INSTALL_MAN     := man1/loradctl.1 man8/lorad.8 man8/lorad-sync.8
 DASHBOARD       ?= deploy/grafana/lorad.json
 
 # scripts/NAME.sh is installed as lorad-NAME (lorad-update.sh as lorad-update).

@@ -19,12 +19,35 @@
 # recorded one; without a record file, every instance of --instances that
 # serves --adapter is rolled back one step (POST /rollback {}).
 #
+# --slot S acts on slot S alone: every control request carries "slot": S
+# and the state is read from /status .slots[S] (without it, or with
+# "default", the requests are those of a lorad without slots).
+#
 # Control requests go to each instance directly (never through the load
-# balancer, which would pick an arbitrary backend). Exit: 0 done, 1 a gate
-# failed (every touched instance rolled back), 2 an instance refused a
-# request or is not in a state to start (touched instances rolled back),
-# 3 an instance unreachable or an unreadable answer, 4 rolling back failed
-# somewhere (the log says where; act by hand), 64 usage. POSIX sh, curl, jq.
+# balancer, which would pick an arbitrary backend).
+#
+# etcd mode (--etcd URL --prefix P --slot S --adapter A; SPEC.md 12): the
+# fleet is declared, not pushed. Every instance runs lorad-sync, which
+# converges it to P/desired/S and reports it in P/instances/NAME. The script
+# reads desired/S (the previous value; when absent, what every reporting
+# instance serves), then writes {"adapter": A, "canary_percent": P} for
+# each --steps percent, waits until every reporting instance reports the
+# canary at P (or refused it: its code), gates each instance on its
+# report's canary counters over --interval (non-finite rows, error rate,
+# p99 ratio), and finally writes {"adapter": A} (promote). A failed gate or
+# a refusal writes the previous value back and waits for the fleet to serve
+# it again. Every write is a compare-and-swap on the key's mod_revision
+# (/v3/kv/txn): when someone else wrote desired/S meanwhile, the script
+# stops loudly (exit 5) without overwriting or rolling back. An instance
+# whose report expires during the rollout leaves the gate set: it converges
+# by itself when it comes back.
+#
+# Exit: 0 done, 1 a gate failed (every touched instance rolled back), 2 an
+# instance refused a request or is not in a state to start (touched
+# instances rolled back), 3 an instance (or etcd) unreachable or an
+# unreadable answer, 4 rolling back failed somewhere (the log says where;
+# act by hand), 5 etcd mode: another writer changed desired/S (nothing
+# overwritten), 64 usage. POSIX sh, curl, jq (and base64 for etcd mode).
 # jq programs below use $names that jq, not the shell, expands.
 # shellcheck disable=SC2016
 set -u
@@ -47,7 +70,22 @@ MAX_P99_RATIO=""
 MIN_REQUESTS=""
 PROBE=""
 SHA256=""
+SLOT=""
 CURL_TIMEOUT=${FLEET_CURL_TIMEOUT:-60}
+# etcd mode
+ETCD=""
+PREFIX=""
+CONVERGE_TIMEOUT=60
+ETCD_CACERT=""
+ETCD_CERT=""
+ETCD_KEY=""
+ESLOT=default
+DKEY=""
+CUR_MOD=0
+CUR_PCT=""
+PREV_VALUE=""
+PREV_ADAPTER=""
+NAMES="[]"
 
 TMPD=""
 HTTP_STATUS=""
@@ -60,6 +98,7 @@ usage() {
 usage: fleet-rollout.sh --instances URL,URL,... --adapter NAME [options]
        fleet-rollout.sh --rollback [--state-file FILE] [--token-file F]
        fleet-rollout.sh --rollback --instances URL,... --adapter NAME
+       fleet-rollout.sh --etcd URL[,URL] --prefix P [--slot S] --adapter NAME [options]
 
 Rolls adapter NAME through a fleet of lorad instances: the first instance
 as a canary (the gates of canary-rollout.sh), then the rest in waves. A
@@ -86,11 +125,21 @@ failed gate rolls every touched instance back to what it served before.
   --probe FILE          JSON array of input rows that must answer 200 with
                         finite values (canary steps and every wave instance)
   --sha256 HEX          expected sha256 of adapter_model.safetensors
+  --slot S              act on slot S alone (default: the default slot)
+ etcd mode (instances run lorad-sync; --steps, --interval and the gates
+ above apply, --probe does not):
+  --etcd LIST           etcd endpoints (http:// or https://), comma separated
+  --prefix P            the fleet's key prefix (desired/S, instances/*)
+  --converge-timeout S  seconds to wait for every instance to converge to
+                        each written value (default 60)
+  --etcd-cacert F, --etcd-cert F, --etcd-key F   TLS to etcd
   --help                this text
 
 exit status: 0 done, 1 a gate failed and every touched instance was rolled
 back, 2 an instance refused a request (touched ones rolled back), 3 an
-instance unreachable, 4 a roll back failed (act by hand), 64 usage error
+instance (or etcd) unreachable, 4 a roll back failed (act by hand), 5 etcd
+mode: another writer changed desired/S meanwhile (nothing overwritten),
+64 usage error
 EOF
 }
 
@@ -132,8 +181,9 @@ request() {
     return 0
 }
 
+# post URL PATH JSON: a control request, with "slot" for --slot S.
 post() {
-    printf '%s' "$3" >"$TMPD/req"
+    printf '%s' "$3" | with_slot >"$TMPD/req"
     request "$1" POST "$2" "$TMPD/req"
 }
 
@@ -151,6 +201,12 @@ answer_error() {
 }
 
 field() { printf '%s' "$HTTP_BODY" | jq -r "$1" 2>/dev/null; }
+# sfield JQ: a value of the slot's state in the last GET /status body
+# (.slots[S] with --slot S other than default, else the top level).
+sview() { printf '%s' "$HTTP_BODY" | jq "$@" --arg s "$SLOT" 'if $s == "" then . else (.slots[$s] // error("no slot " + $s)) end' 2>/dev/null; }
+sfield() { sview -c | jq -r "$1" 2>/dev/null; }
+# with_slot: the JSON object on stdin, with "slot" added for --slot S.
+with_slot() { jq -c --arg s "$SLOT" 'if $s == "" then . else . + {slot: $s} end'; }
 
 # ---- the record file ----
 # {"adapter", "state": "started|completed|rolled_back|failed", "instances":
@@ -190,8 +246,8 @@ restore() {
         RESTORE_FAILED=1
         return 1
     fi
-    if [ "$(field '.canary != null')" = true ]; then
-        say "$_u: aborting the live canary $(field '"\(.canary.adapter) v\(.canary.version)"')"
+    if [ "$(sfield '.canary != null')" = true ]; then
+        say "$_u: aborting the live canary $(sfield '"\(.canary.adapter) v\(.canary.version)"')"
         if ! post "$_u" /rollback '{}' || [ "$HTTP_STATUS" != 200 ]; then
             say "ROLLBACK FAILED on $_u: canary abort: $(answer_error)" >&2
             RESTORE_FAILED=1
@@ -199,12 +255,12 @@ restore() {
         fi
         request "$_u" GET /status || true
     fi
-    _cur=$(field '"\(.stable.adapter) \(.stable.version)"')
+    _cur=$(sfield '"\(.stable.adapter) \(.stable.version)"')
     if [ "$_cur" = "$_wa $_wv" ]; then
         say "$_u: serves $_wa v$_wv already"
         return 0
     fi
-    _inhist=$(printf '%s' "$HTTP_BODY" | jq -r --argjson v "$_wv" '[.history[]?.version] | index($v) != null' 2>/dev/null)
+    _inhist=$(sview -c | jq -r --argjson v "$_wv" '[.history[]?.version] | index($v) != null' 2>/dev/null)
     if [ "$_inhist" = true ]; then
         post "$_u" /rollback "{\"version\": $_wv}"
         _how="POST /rollback {\"version\": $_wv}"
@@ -284,7 +340,7 @@ snapshot_all() {
             say "$_u unreachable: $(answer_error)" >&2
             exit 3
         fi
-        if [ "$HTTP_STATUS" != 200 ] || [ "$(field '.stable.version | type')" != number ]; then
+        if [ "$HTTP_STATUS" != 200 ] || [ "$(sfield '.stable.version | type')" != number ]; then
             say "$_u: GET /status: $(answer_error)" >&2
             exit 3
         fi
@@ -292,14 +348,14 @@ snapshot_all() {
             say "$_u is $(field '.state'), not serving; refusing to start" >&2
             exit 2
         fi
-        if [ "$(field '.canary != null')" = true ]; then
-            say "$_u has a live canary ($(field '"\(.canary.adapter) v\(.canary.version)"')); promote or roll it back first" >&2
+        if [ "$(sfield '.canary != null')" = true ]; then
+            say "$_u has a live canary ($(sfield '"\(.canary.adapter) v\(.canary.version)"')); promote or roll it back first" >&2
             exit 2
         fi
-        printf '%s' "$HTTP_BODY" | jq -c --arg u "$_u" \
+        sview -c | jq -c --arg u "$_u" \
             '{url: $u, before: {adapter: .stable.adapter, version: .stable.version, sha256: .stable.sha256}, after: null}' \
             >>"$TMPD/insts" || exit 3
-        say "$_u: serves $(field '"\(.stable.adapter) v\(.stable.version)"')"
+        say "$_u: serves $(sfield '"\(.stable.adapter) v\(.stable.version)"')"
         _i=$((_i + 1))
     done
     if ! jq -s --arg a "$ADAPTER" --arg t "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
@@ -315,14 +371,14 @@ snapshot_all() {
 record_after() {
     _u=$(nth "$1")
     if request "$_u" GET /status && [ "$HTTP_STATUS" = 200 ]; then
-        printf '%s' "$HTTP_BODY" | jq -c '{adapter: .stable.adapter, version: .stable.version, sha256: .stable.sha256}' >"$TMPD/after"
+        sview -c | jq -c '{adapter: .stable.adapter, version: .stable.version, sha256: .stable.sha256}' >"$TMPD/after"
         record_set '.instances[$i - 1].after = $x[0]' --argjson i "$1" --slurpfile x "$TMPD/after"
     fi
 }
 
 # probe_ok URL: the probe rows, pinned to the stable, answer 200 finite.
 probe_ok() {
-    jq -c '{inputs: ., variant: "stable"}' "$PROBE" >"$TMPD/probe" || return 1
+    jq -c '{inputs: ., variant: "stable"}' "$PROBE" | with_slot >"$TMPD/probe" || return 1
     request "$1" POST /infer "$TMPD/probe" || return 1
     [ "$HTTP_STATUS" = 200 ] || return 1
     _nf=$(field '[.outputs[][] | select(. == null or (type == "number" and isinfinite))] | length')
@@ -332,7 +388,7 @@ probe_ok() {
 # counters URL: "requests errors nonfinite" of the stable (from HTTP_BODY
 # after a GET /status); empty when unreadable.
 counters() {
-    field '"\(.requests.stable.requests // 0) \(.requests.stable.errors // 0) \(.requests.stable.nonfinite_rows // 0)"'
+    sfield '"\(.requests.stable.requests // 0) \(.requests.stable.errors // 0) \(.requests.stable.nonfinite_rows // 0)"'
 }
 
 # wave FIRST LAST N: swaps instances FIRST..LAST, waits, gates them.
@@ -363,7 +419,7 @@ wave() {
         _u=$(nth "$_i")
         request "$_u" GET /status || abort 3 "$_u unreachable: $(answer_error)"
         [ "$HTTP_STATUS" = 200 ] || abort 3 "$_u: GET /status: $(answer_error)"
-        _now=$(field '"\(.stable.adapter)"')
+        _now=$(sfield '"\(.stable.adapter)"')
         [ "$_now" = "$ADAPTER" ] || abort 2 "$_u now serves $_now; someone else changed it"
         # shellcheck disable=SC2046
         set -- $(cat "$TMPD/c0.$_i") $(counters)
@@ -405,8 +461,8 @@ rollout() {
     *) abort 3 "canary: canary-rollout.sh exited $_rc" ;;
     esac
     request "$(nth 1)" GET /status || abort 3 "$(nth 1) unreachable"
-    [ "$(field '.stable.adapter')" = "$ADAPTER" ] ||
-        abort 2 "$(nth 1) serves $(field '.stable.adapter') after the canary, not $ADAPTER"
+    [ "$(sfield '.stable.adapter')" = "$ADAPTER" ] ||
+        abort 2 "$(nth 1) serves $(sfield '.stable.adapter') after the canary, not $ADAPTER"
     record_after 1 || true
 
     _w=0
@@ -435,6 +491,7 @@ run_canary() {
     [ -z "$PROBE" ] || set -- "$@" --probe "$PROBE"
     [ -z "$SHA256" ] || set -- "$@" --sha256 "$SHA256"
     [ -z "$TOKEN_FILE" ] || set -- "$@" --token-file "$TOKEN_FILE"
+    [ -z "$SLOT" ] || set -- "$@" --slot "$SLOT"
     say "canary: $_u: $CANARY_SCRIPT"
     { "$CANARY_SCRIPT" "$@" 2>&1; echo "$?" >"$TMPD/canary.rc"; } | sed 's/^/    /'
     exit "$(cat "$TMPD/canary.rc")"
@@ -474,8 +531,8 @@ undo() {
             elif ! request "$_u" GET /status || [ "$HTTP_STATUS" != 200 ]; then
                 say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
                 RESTORE_FAILED=1
-            elif [ "$(field '"\(.stable.adapter) \(.stable.version)"')" != "$_after" ]; then
-                say "ROLLBACK REFUSED on $_u: it serves $(field '"\(.stable.adapter) v\(.stable.version)"'), not $(printf '%s' "$_after" | sed 's/ / v/') from this rollout; leaving it" >&2
+            elif [ "$(sfield '"\(.stable.adapter) \(.stable.version)"')" != "$_after" ]; then
+                say "ROLLBACK REFUSED on $_u: it serves $(sfield '"\(.stable.adapter) v\(.stable.version)"'), not $(printf '%s' "$_after" | sed 's/ / v/') from this rollout; leaving it" >&2
                 RESTORE_FAILED=1
             else
                 # shellcheck disable=SC2046
@@ -502,11 +559,11 @@ undo() {
         if ! request "$_u" GET /status || [ "$HTTP_STATUS" != 200 ]; then
             say "ROLLBACK FAILED on $_u: GET /status: $(answer_error)" >&2
             RESTORE_FAILED=1
-        elif [ "$(field '.canary != null')" = true ]; then
+        elif [ "$(sfield '.canary != null')" = true ]; then
             say "ROLLBACK REFUSED on $_u: a canary is live; handle it first" >&2
             RESTORE_FAILED=1
-        elif [ "$(field '.stable.adapter')" != "$ADAPTER" ]; then
-            say "$_u: serves $(field '"\(.stable.adapter) v\(.stable.version)"'), not $ADAPTER; leaving it"
+        elif [ "$(sfield '.stable.adapter')" != "$ADAPTER" ]; then
+            say "$_u: serves $(sfield '"\(.stable.adapter) v\(.stable.version)"'), not $ADAPTER; leaving it"
         elif ! post "$_u" /rollback '{}' || [ "$HTTP_STATUS" != 200 ]; then
             say "ROLLBACK FAILED on $_u: POST /rollback: $(answer_error)" >&2
             RESTORE_FAILED=1
@@ -519,6 +576,297 @@ undo() {
     exit 0
 }
 
+# ---- etcd mode (SPEC.md 12): the fleet converges to desired/<slot> ----
+#
+# Every instance runs lorad-sync, which converges it to PREFIX/desired/SLOT
+# and reports it in PREFIX/instances/NAME. This mode never talks to an
+# instance: it writes desired/SLOT (each write a compare-and-swap on the
+# key's mod_revision through /v3/kv/txn, so a concurrent writer makes it
+# fail loudly instead of being overwritten) and reads instances/*.
+
+ETCD_BODY=""
+E_VAL=""
+E_MOD=0
+
+# etcd_call PATH BODYFILE: POSTs to the first endpoint that answers 200;
+# ETCD_BODY its answer. When none does, it says so and retries every
+# second for up to --converge-timeout seconds (an etcd outage or leader
+# election); 1 when none answered by then.
+etcd_call() {
+    _et0=$(date +%s)
+    while ! etcd_call_once "$1" "$2"; do
+        if [ $(($(date +%s) - _et0)) -ge "$CONVERGE_TIMEOUT" ]; then
+            say "etcd unreachable for ${CONVERGE_TIMEOUT}s; giving up" >&2
+            return 1
+        fi
+        say "etcd unreachable; retrying in 1s" >&2
+        sleep 1
+    done
+}
+
+etcd_call_once() {
+    _path=$1
+    _file=$2
+    for _ep in $(printf '%s' "$ETCD" | tr ',' ' '); do
+        set -- -sS -o "$TMPD/ebody" -w '%{http_code}' --max-time 10 -X POST \
+            -H 'Content-Type: application/json' --data-binary "@$_file"
+        [ -z "$ETCD_CACERT" ] || set -- "$@" --cacert "$ETCD_CACERT"
+        [ -z "$ETCD_CERT" ] || set -- "$@" --cert "$ETCD_CERT" --key "$ETCD_KEY"
+        : >"$TMPD/ebody"
+        _st=$(curl "$@" "$_ep$_path" 2>"$TMPD/ecurlerr") || _st=000
+        if [ "$_st" = 200 ]; then
+            ETCD_BODY=$(cat "$TMPD/ebody")
+            return 0
+        fi
+        if [ "$_st" = 000 ]; then
+            say "etcd $_ep$_path: $(head -n 1 "$TMPD/ecurlerr")" >&2
+        else
+            say "etcd $_ep$_path: HTTP $_st $(head -c 200 "$TMPD/ebody")" >&2
+        fi
+    done
+    return 1
+}
+
+b64() { printf '%s' "$1" | base64 | tr -d '\n'; }
+
+# e_get KEY: E_VAL its value ("" when absent), E_MOD its mod_revision (0).
+e_get() {
+    jq -cn --arg k "$(b64 "$1")" '{key: $k}' >"$TMPD/ereq"
+    etcd_call /v3/kv/range "$TMPD/ereq" || return 1
+    E_MOD=$(printf '%s' "$ETCD_BODY" | jq -r '.kvs[0].mod_revision // "0"')
+    E_VAL=$(printf '%s' "$ETCD_BODY" | jq -r '.kvs[0].value // empty | @base64d')
+}
+
+# e_cas KEY VALUE MOD: puts KEY=VALUE only if its mod_revision is still MOD
+# (0: only if absent). 0 written (E_MOD the new revision), 1 the key
+# changed meanwhile (E_VAL/E_MOD: what is there now), 2 etcd unreachable.
+e_cas() {
+    jq -cn --arg k "$(b64 "$1")" --arg v "$(b64 "$2")" --arg m "$3" \
+        '{compare: [{key: $k, target: "MOD", result: "EQUAL", mod_revision: $m}],
+          success: [{request_put: {key: $k, value: $v}}],
+          failure: [{request_range: {key: $k}}]}' >"$TMPD/ereq"
+    etcd_call /v3/kv/txn "$TMPD/ereq" || return 2
+    if [ "$(printf '%s' "$ETCD_BODY" | jq -r '.succeeded // false')" = true ]; then
+        E_MOD=$(printf '%s' "$ETCD_BODY" | jq -r '.header.revision')
+        return 0
+    fi
+    E_MOD=$(printf '%s' "$ETCD_BODY" | jq -r '.responses[0].response_range.kvs[0].mod_revision // "0"')
+    E_VAL=$(printf '%s' "$ETCD_BODY" | jq -r '.responses[0].response_range.kvs[0].value // empty | @base64d')
+    return 1
+}
+
+# e_reports: every instance's report, as a JSON array, into $TMPD/reports.
+e_reports() {
+    jq -cn --arg k "$(b64 "${PREFIX}instances/")" --arg e "$(b64 "${PREFIX}instances0")" \
+        '{key: $k, range_end: $e}' >"$TMPD/ereq"
+    etcd_call /v3/kv/range "$TMPD/ereq" || return 1
+    printf '%s' "$ETCD_BODY" | jq -c '[.kvs[]? | .value | @base64d | fromjson? // empty]' >"$TMPD/reports"
+}
+
+# report_q JQ [args]: JQ over the reports of the instances in the gate set
+# ($names), each as $r with $x its slot.
+report_q() {
+    _q=$1
+    shift
+    jq -r --arg s "$ESLOT" --argjson names "$NAMES" "$@" \
+        "[.[] | select(.name as \$n | \$names | index(\$n))] | $_q" "$TMPD/reports"
+}
+
+# write_desired VALUE WHAT: the compare-and-swap write of desired/SLOT;
+# exits 5 (loudly) when another writer changed the key since this run read
+# or wrote it, 3 when etcd is unreachable.
+write_desired() {
+    _rc=0
+    e_cas "$DKEY" "$1" "$CUR_MOD" || _rc=$?
+    case $_rc in
+    0) CUR_MOD=$E_MOD
+        say "wrote $DKEY = $1 ($2, revision $CUR_MOD)" ;;
+    1) say "CONFLICT: $DKEY changed since this rollout read it (now $E_VAL at revision $E_MOD, expected revision $CUR_MOD): another writer is rolling this slot out; not overwriting it, not rolling back" >&2
+        exit 5 ;;
+    *) say "etcd unreachable: cannot write $DKEY ($2)" >&2
+        [ "$2" = "rollback" ] && exit 4
+        return 3 ;;
+    esac
+}
+
+# wait_converged KIND [PERCENT]: waits (--converge-timeout) until every
+# instance of the gate set reports the slot converged to the value written
+# at CUR_MOD: KIND canary (A the canary at PERCENT, or already A's stable),
+# stable (A stable, no canary), or previous (the previous value). Returns 0,
+# 1 when an instance refused it (its code printed), 2 on timeout.
+wait_converged() {
+    _kind=$1
+    _pct=${2:-0}
+    case $_kind in
+    previous) _want=$PREV_ADAPTER ;;
+    *) _want=$ADAPTER ;;
+    esac
+    _t0=$(date +%s)
+    while :; do
+        if e_reports; then
+            # instances whose report expired left the gate set; they
+            # converge by themselves when they come back
+            _gone=$(report_q 'map(.name)' | jq -r --argjson names "$NAMES" '$names - . | .[]')
+            for _g in $_gone; do
+                say "instance $_g no longer reports (its lease expired): it will converge by itself when it is back"
+                NAMES=$(printf '%s' "$NAMES" | jq -c --arg g "$_g" '. - [$g]')
+            done
+            [ "$NAMES" != "[]" ] || { say "no instance reports any more" >&2; return 2; }
+            _newer=$(report_q '[.[] | .slots[$s].desired.mod_revision // 0 | select(. > ($m | tonumber))] | length' --arg m "$CUR_MOD")
+            if [ "$_newer" != 0 ]; then
+                e_get "$DKEY" || true
+                say "CONFLICT: $DKEY was changed by another writer (now $E_VAL at revision $E_MOD, this rollout wrote revision $CUR_MOD); the instances follow it; not overwriting it, not rolling back" >&2
+                exit 5
+            fi
+            _ref=$(report_q '[.[] | .slots[$s] as $x | select($x.desired.mod_revision == ($m | tonumber) and $x.last_error != null) | "\(.name): \($x.last_error.code): \($x.last_error.message)"] | .[]' --arg m "$CUR_MOD")
+            if [ -n "$_ref" ]; then
+                printf '%s\n' "$_ref" | while IFS= read -r _l; do say "REFUSED by $_l" >&2; done
+                return 1
+            fi
+            _left=$(report_q '[.[] | .slots[$s] as $x | select(
+                ($x == null) or ($x.desired.mod_revision != ($m | tonumber)) or (
+                  if $k == "canary" then
+                    (($x.canary != null and $x.canary.adapter == $a and ((($x.canary.percent - ($p | tonumber)) | fabs) < 0.005))
+                     or ($x.canary == null and $x.stable.adapter == $a)) | not
+                  else
+                    ($x.canary == null and $x.stable.adapter == $a) | not
+                  end)) | .name] | join(",")' \
+                --arg m "$CUR_MOD" --arg k "$_kind" --arg a "$_want" --arg p "$_pct")
+            [ -n "$_left" ] || return 0
+        fi
+        if [ $(($(date +%s) - _t0)) -ge "$CONVERGE_TIMEOUT" ]; then
+            say "timeout: after ${CONVERGE_TIMEOUT}s still not converged: ${_left:-etcd unreachable}" >&2
+            return 2
+        fi
+        sleep 0.2
+    done
+}
+
+# e_rollback CODE REASON: writes the previous desired value back (CAS),
+# waits for every instance to serve it again, exits CODE.
+e_rollback() {
+    say "FAILED: $2" >&2
+    say "rolling back: writing the previous value of $DKEY back"
+    write_desired "$PREV_VALUE" rollback || exit 4
+    if ! wait_converged previous; then
+        say "ROLLBACK INCOMPLETE: not every instance reports $PREV_ADAPTER again; see above" >&2
+        exit 4
+    fi
+    say "rolled back: every instance serves $PREV_ADAPTER in slot $ESLOT again"
+    exit "$1"
+}
+
+# evidence: "name requests errors nonfinite canary_p99 stable_p99 seq" per
+# instance of the gate set, from the reports.
+evidence() {
+    report_q '.[] | .slots[$s] as $x | "\(.name) \($x.requests.canary.requests // 0) \($x.requests.canary.errors // 0) \($x.requests.canary.nonfinite_rows // 0) \($x.requests.canary.p99_ms // "null") \($x.requests.stable.p99_ms // "null") \(.seq // 0)"'
+}
+
+# gate: evidence over --interval seconds from every instance of the gate
+# set (the canary's counters in each report), the same gates as the push
+# mode's canary: non-finite rows, error rate, p99 ratio.
+gate() {
+    e_reports || e_rollback 3 "etcd unreachable while gating"
+    evidence >"$TMPD/ev0"
+    sleep "$INTERVAL"
+    # fresh reports: every instance wrote one after the interval began
+    _t0=$(date +%s)
+    while :; do
+        e_reports || e_rollback 3 "etcd unreachable while gating"
+        evidence >"$TMPD/ev1"
+        _stale=$(awk 'NR == FNR { seq[$1] = $7; next } ($1 in seq) && $7 <= seq[$1] { print $1 }' "$TMPD/ev0" "$TMPD/ev1")
+        [ -n "$_stale" ] || break
+        [ $(($(date +%s) - _t0)) -lt "$CONVERGE_TIMEOUT" ] ||
+            e_rollback 3 "no fresh report from $_stale"
+        sleep 0.2
+    done
+    while read -r _n _r _e _nf _p99c _p99s _seq; do
+        _b=$(awk -v n="$_n" '$1 == n { print $2, $3, $4 }' "$TMPD/ev0")
+        [ -n "$_b" ] || continue
+        # shellcheck disable=SC2086
+        set -- $_b
+        _dr=$((_r - $1))
+        _de=$((_e - $2))
+        _dn=$((_nf - $3))
+        _line="$_n: canary at ${CUR_PCT}%: requests=$_dr errors=$_de nonfinite=$_dn p99 canary=${_p99c}ms stable=${_p99s}ms over ${INTERVAL}s"
+        awk_true "$_dn <= $MAX_NONFINITE" ||
+            e_rollback 1 "gate failed: $_line: nonfinite rows $_dn > --max-nonfinite $MAX_NONFINITE"
+        if awk_true "$_dr > 0 && $_de / $_dr > $MAX_ERROR_RATE"; then
+            e_rollback 1 "gate failed: $_line: error rate $_de/$_dr > --max-error-rate $MAX_ERROR_RATE"
+        fi
+        if [ -n "$MAX_P99_RATIO" ] && [ "$_p99c" != null ] && [ "$_p99s" != null ] &&
+            awk_true "$_dr >= ${MIN_REQUESTS:-100} && $_p99c > $MAX_P99_RATIO * $_p99s"; then
+            e_rollback 1 "gate failed: $_line: p99 ratio > --max-p99-ratio $MAX_P99_RATIO"
+        fi
+        say "$_line ok"
+    done <"$TMPD/ev1"
+}
+
+etcd_rollout() {
+    trap 'trap - INT TERM; e_rollback 130 interrupted' INT TERM
+    ESLOT=${SLOT:-default}
+    DKEY="${PREFIX}desired/$ESLOT"
+    e_get "$DKEY" || { say "etcd unreachable: $ETCD" >&2; exit 3; }
+    CUR_MOD=$E_MOD
+    e_reports || { say "etcd unreachable: $ETCD" >&2; exit 3; }
+    NAMES=$(jq -c --arg s "$ESLOT" '[.[] | select(.slots[$s] != null) | .name]' "$TMPD/reports")
+    if [ "$NAMES" = "[]" ]; then
+        say "no instance reports slot $ESLOT under ${PREFIX}instances/; are the lorad-sync agents running?" >&2
+        exit 2
+    fi
+    say "instances reporting slot $ESLOT: $(printf '%s' "$NAMES" | jq -r 'join(", ")')"
+    _busy=$(report_q '[.[] | select(.slots[$s].canary != null) | "\(.name) (\(.slots[$s].canary.adapter) at \(.slots[$s].canary.percent)%)"] | join(", ")')
+    if [ -n "$_busy" ]; then
+        say "a canary is live in slot $ESLOT on $_busy; finish that rollout first" >&2
+        exit 2
+    fi
+    if [ "$CUR_MOD" != 0 ]; then
+        PREV_VALUE=$E_VAL
+        PREV_ADAPTER=$(printf '%s' "$E_VAL" | jq -r '.adapter // empty' 2>/dev/null)
+        if [ -z "$PREV_ADAPTER" ] || [ "$(printf '%s' "$E_VAL" | jq -r '.canary_percent // "none"')" != none ]; then
+            say "$DKEY is $E_VAL: not a finished rollout; promote or roll it back first" >&2
+            exit 2
+        fi
+        say "$DKEY is $PREV_VALUE (revision $CUR_MOD)"
+    else
+        # No desired value yet: the previous value is what every instance
+        # serves (they must agree), so a rollback has something to write.
+        _st=$(report_q '[.[] | .slots[$s].stable | {adapter, sha256}] | unique')
+        if [ "$(printf '%s' "$_st" | jq 'length')" != 1 ] || [ "$(printf '%s' "$_st" | jq -r '.[0].adapter')" = null ]; then
+            say "$DKEY does not exist and the instances do not all serve one adapter ($_st); write $DKEY first" >&2
+            exit 2
+        fi
+        PREV_VALUE=$(printf '%s' "$_st" | jq -c '.[0] | {adapter} + (if .sha256 then {sha256} else {} end)')
+        PREV_ADAPTER=$(printf '%s' "$_st" | jq -r '.[0].adapter')
+        say "$DKEY does not exist; every instance serves $PREV_VALUE, the value a rollback writes"
+    fi
+    [ -n "$STEPS" ] || STEPS="1,5,25,50,100"
+    for CUR_PCT in $(printf '%s' "$STEPS" | tr ',' ' '); do
+        _v=$(jq -cn --arg a "$ADAPTER" --arg h "$SHA256" --argjson p "$CUR_PCT" \
+            '{adapter: $a, canary_percent: $p} + (if $h == "" then {} else {sha256: $h} end)')
+        write_desired "$_v" "canary at $CUR_PCT%" || e_rollback 3 "etcd unreachable"
+        _rc=0
+        wait_converged canary "$CUR_PCT" || _rc=$?
+        case $_rc in
+        0) say "every instance serves $ADAPTER as the canary at $CUR_PCT% in slot $ESLOT" ;;
+        1) e_rollback 2 "an instance refused $ADAPTER" ;;
+        *) e_rollback 3 "the fleet did not converge to the canary at $CUR_PCT%" ;;
+        esac
+        gate
+    done
+    _v=$(jq -cn --arg a "$ADAPTER" --arg h "$SHA256" '{adapter: $a} + (if $h == "" then {} else {sha256: $h} end)')
+    write_desired "$_v" "promote" || e_rollback 3 "etcd unreachable"
+    _rc=0
+    wait_converged stable || _rc=$?
+    case $_rc in
+    0) ;;
+    1) e_rollback 2 "an instance refused to promote $ADAPTER" ;;
+    *) e_rollback 3 "the fleet did not converge to $ADAPTER" ;;
+    esac
+    say "rollout of $ADAPTER complete: $DKEY = $_v; every instance serves it: $(report_q '[.[] | "\(.name)=v\(.slots[$s].stable.version)"] | join(", ")')"
+    exit 0
+}
+
 # ---- arguments ----
 
 parse_args() {
@@ -528,7 +876,8 @@ parse_args() {
         --rollback) ROLLBACK=1; shift ;;
         --instances | --adapter | --wave-size | --wave-interval | --state-file | --token-file | \
             --canary-script | --steps | --interval | --max-nonfinite | --max-error-rate | \
-            --max-p99-ratio | --min-requests | --probe | --sha256)
+            --max-p99-ratio | --min-requests | --probe | --sha256 | --slot | --etcd | --prefix | \
+            --converge-timeout | --etcd-cacert | --etcd-cert | --etcd-key)
             [ $# -ge 2 ] || die_usage "$1 needs a value"
             _v=$2
             case $1 in
@@ -547,6 +896,13 @@ parse_args() {
             --min-requests) MIN_REQUESTS=$_v ;;
             --probe) PROBE=$_v ;;
             --sha256) SHA256=$_v ;;
+            --slot) SLOT=$_v ;;
+            --etcd) ETCD=$_v ;;
+            --prefix) PREFIX=$_v ;;
+            --converge-timeout) CONVERGE_TIMEOUT=$_v ;;
+            --etcd-cacert) ETCD_CACERT=$_v ;;
+            --etcd-cert) ETCD_CERT=$_v ;;
+            --etcd-key) ETCD_KEY=$_v ;;
             esac
             shift 2
             ;;
@@ -559,6 +915,16 @@ check_args() {
     for _t in curl jq awk sed; do
         command -v "$_t" >/dev/null 2>&1 || die_usage "$_t is required"
     done
+    if [ -n "$SLOT" ]; then
+        printf '%s' "$SLOT" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' ||
+            die_usage "--slot: not a valid slot name: $SLOT"
+        [ "$SLOT" != default ] || [ -n "$ETCD" ] || SLOT=""
+    fi
+    if [ -n "$ETCD" ]; then
+        check_etcd_args
+        return 0
+    fi
+    [ -z "$PREFIX" ] || die_usage "--prefix goes with --etcd"
     if [ -n "$INSTANCES" ]; then
         # URLs without a trailing slash, no empty entries.
         INSTANCES=$(printf '%s\n' "$INSTANCES" | tr ',' '\n' | sed 's:/*$::' | grep . | paste -sd, -)
@@ -599,6 +965,38 @@ check_args() {
     [ -x "$CANARY_SCRIPT" ] || die_usage "--canary-script: not executable: $CANARY_SCRIPT"
 }
 
+# The etcd mode's arguments.
+check_etcd_args() {
+    command -v base64 >/dev/null 2>&1 || die_usage "base64 is required"
+    for _e in $(printf '%s' "$ETCD" | tr ',' ' '); do
+        printf '%s' "$_e" | grep -Eq '^https?://[^/[:space:]]+$' ||
+            die_usage "--etcd: not an endpoint URL: $_e"
+    done
+    [ -z "$INSTANCES" ] || die_usage "--etcd and --instances exclude each other: the instances report themselves in etcd"
+    [ "$ROLLBACK" = 0 ] || die_usage "--rollback is the push mode's; in etcd mode write the previous value (a rollout of the previous adapter)"
+    [ -z "$PROBE" ] || die_usage "--probe is the push mode's: in etcd mode the evidence comes from the instances' reports"
+    [ -n "$PREFIX" ] || die_usage "--prefix is required with --etcd"
+    case $PREFIX in */) ;; *) PREFIX="$PREFIX/" ;; esac
+    [ -n "$ADAPTER" ] || die_usage "--adapter is required"
+    is_number "$INTERVAL" || die_usage "--interval: not a number of seconds: $INTERVAL"
+    is_uint "$MAX_NONFINITE" || die_usage "--max-nonfinite: not a count: $MAX_NONFINITE"
+    is_number "$MAX_ERROR_RATE" || die_usage "--max-error-rate: not a number: $MAX_ERROR_RATE"
+    is_uint "$CONVERGE_TIMEOUT" || die_usage "--converge-timeout: not a number of seconds: $CONVERGE_TIMEOUT"
+    if [ -n "$STEPS" ]; then
+        printf '%s' "$STEPS" | grep -Eq '^[0-9]+(\.[0-9]+)?(,[0-9]+(\.[0-9]+)?)*$' ||
+            die_usage "--steps: not a list of percentages: $STEPS"
+        for _p in $(printf '%s' "$STEPS" | tr ',' ' '); do
+            awk_true "$_p <= 100" || die_usage "--steps: $_p is above 100"
+        done
+    fi
+    if [ -n "$SHA256" ]; then
+        printf '%s' "$SHA256" | grep -Eq '^[0-9A-Fa-f]{64}$' || die_usage "--sha256: not 64 hex digits"
+    fi
+    if { [ -n "$ETCD_CERT" ] && [ -z "$ETCD_KEY" ]; } || { [ -z "$ETCD_CERT" ] && [ -n "$ETCD_KEY" ]; }; then
+        die_usage "--etcd-cert and --etcd-key go together"
+    fi
+}
+
 main() {
     parse_args "$@"
     check_args
@@ -607,6 +1005,9 @@ main() {
     if [ -n "$TOKEN_FILE" ]; then
         # Through a file so the token never shows in ps.
         printf 'Authorization: Bearer %s\n' "$(tr -d '\r\n' <"$TOKEN_FILE")" >"$TMPD/auth"
+    fi
+    if [ -n "$ETCD" ]; then
+        etcd_rollout
     fi
     if [ "$ROLLBACK" = 1 ]; then
         undo

@@ -9,7 +9,9 @@
  *     works;
  *   - a read-only directory (that tmpfs remounted read-only as root, else
  *     chmod 0555): a canary percent change, a promote and a rollback are
- *     507; writable again, they work.
+ *     507; writable again, they work;
+ *   - a directory where the state file was: the rename fails after the
+ *     flip, which is undone (507), and the undone version is not reissued.
  * Each refused change leaves /status (stable, canary, history, generation,
  * next_version), the state file's bytes and the answers of /infer exactly
  * as they were, turns state_file.ok false with an error naming the path,
@@ -429,6 +431,64 @@ START_TEST(test_read_only)
 }
 END_TEST
 
+/* ---- the rename fails after the flip: the flip is undone ---- */
+
+START_TEST(test_rename_fails)
+{
+    char *dir = itu_tmpdir();
+    char state[600];
+    snprintf(state, sizeof(state), "%s/state.json", dir);
+    struct itu_daemon *d = itu_daemon_start(dir, NULL);
+    post_ok(d, "/swap", "{\"adapter\": \"demo-b\"}");
+    struct verifier v;
+    verifier_start(&v, d);
+    cJSON *st = itu_status(d);
+    cJSON *stable = cJSON_Duplicate(itu_jget(st, "stable"), true);
+    cJSON *hist = cJSON_Duplicate(itu_jget(st, "history"), true);
+    double gen = itu_jnum(st, "generation", -1), next = itu_jnum(st, "next_version", -1);
+    cJSON_Delete(st);
+    double fails = failures_metric(d);
+    /* a directory where the file was: the temp file is written, the
+     * rename over it fails (EISDIR) after the flip */
+    ck_assert(unlink(state) == 0 && mkdir(state, 0700) == 0);
+    struct itu_resp r;
+    ck_assert_msg(itu_post(d, "/swap", "{\"adapter\": \"demo-c\"}", &r) == 507, "%s",
+                  itu_describe(&r));
+    ck_assert_str_eq(itu_error_code(&r), "not_durable");
+    ck_assert_msg(strstr(itu_jstr(r.json, "error.message"), "rename") &&
+                      strstr(itu_jstr(r.json, "error.message"), "Is a directory"),
+                  "%s", itu_describe(&r));
+    itu_resp_free(&r);
+    st = itu_status(d);
+    ck_assert_msg(cJSON_Compare(itu_jget(st, "stable"), stable, true) &&
+                      cJSON_Compare(itu_jget(st, "history"), hist, true) &&
+                      itu_jnum(st, "generation", -2) == gen,
+                  "the undone swap left /status changed");
+    /* the undone version may have been seen: it is not issued again */
+    ck_assert(itu_jnum(st, "next_version", -2) == next + 1);
+    cJSON_Delete(st);
+    ck_assert(failures_metric(d) >= fails + 1);
+    expect_state_file(d, state, false, "Is a directory");
+    struct itu_infer res;
+    ck_assert_msg(itu_infer_do(d->client, X, 1, M->in, M->out, false, false, NULL, NULL, &res),
+                  "%s", res.why);
+    ck_assert_str_eq(res.adapter, "demo-b");
+    itu_infer_free(&res);
+    ck_assert(rmdir(state) == 0);
+    cJSON *sw = itu_post_ok(d, "/swap", "{\"adapter\": \"demo-c\"}");
+    ck_assert_int_eq((int)itu_jnum(sw, "version", -1), (int)next + 1);
+    cJSON_Delete(sw);
+    expect_state_file(d, state, true, NULL);
+    verifier_stop(&v);
+    cJSON_Delete(stable);
+    cJSON_Delete(hist);
+    d = restart_same(d, dir, NULL, state);
+    ck_assert_int_eq(itu_daemon_stop(d, 15000), 0);
+    itu_daemon_free(&d);
+    free(dir);
+}
+END_TEST
+
 /* ---- a /swap still staging when the drain ends ---- */
 
 /* An adapter "big" of rank `r` on every layer, F16 zeros (a sparse file:
@@ -568,6 +628,7 @@ int main(void)
     tcase_add_test(tc, test_fsize_limit);
     tcase_add_test(tc, test_disk_full);
     tcase_add_test(tc, test_read_only);
+    tcase_add_test(tc, test_rename_fails);
     tcase_add_test(tc, test_drain_while_staging);
     suite_add_tcase(s, tc);
     int failed = itu_run_suite(s);

@@ -517,11 +517,13 @@ START_TEST(test_fleet_rollout_good_then_undo)
     load_start(f.hport);
     ck_assert(wait_served(0, 20) && wait_served(1, 20) && wait_served(2, 20));
     char *out = NULL;
-    char *args[] = {"--instances",     inst,     "--adapter",   "demo-b",
-                    "--steps",         "50,100", "--interval",  "1",
-                    "--wave-interval", "1",      "--wave-size", "1",
-                    "--max-p99-ratio", "1000",   "--probe",     probe,
-                    "--state-file",    rec,      NULL};
+    /* --slot default: requests exactly those of a lorad without slots */
+    char *args[] = {"--instances", inst,      "--adapter",       "demo-b",
+                    "--slot",      "default", "--steps",         "50,100",
+                    "--interval",  "1",       "--wave-interval", "1",
+                    "--wave-size", "1",       "--max-p99-ratio", "1000",
+                    "--probe",     probe,     "--state-file",    rec,
+                    NULL};
     int rc = fleet_rollout(args, &out);
     ck_assert_msg(rc == 0, "good rollout exited %d; output:\n%s", rc, out);
     for (int i = 0; i < FL_N; i++)

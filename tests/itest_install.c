@@ -9,7 +9,8 @@
  *   not when it does not (DASHBOARD= a missing file), the installed tools finding
  *   each other under their installed names; a second install keeps the
  *   operator's config; `make uninstall` leaves only /etc/lorad/lorad.json.
- * - man/loradctl.1 and man/lorad.8: `groff -man -ww -z` prints no warning,
+ * - man/loradctl.1, man/lorad.8 and man/lorad-sync.8: `groff -man -ww -z`
+ *   prints no warning,
  *   and each has the sections an operator looks for.
  *
  * A missing tool (make, groff) prints "SKIP: ..." and the test passes:
@@ -35,6 +36,7 @@ struct inst_file {
 static const struct inst_file inst_files[] = {
     {"usr/bin/lorad", 0755},
     {"usr/bin/loradctl", 0755},
+    {"usr/bin/lorad-sync", 0755},
     {"usr/bin/lorad-canary-rollout", 0755},
     {"usr/bin/lorad-fleet-rollout", 0755},
     {"usr/bin/lorad-update", 0755},
@@ -43,8 +45,10 @@ static const struct inst_file inst_files[] = {
     {"usr/lib/systemd/system/lorad@.service", 0644},
     {"usr/lib/systemd/system/lorad-update@.service", 0644},
     {"usr/lib/systemd/system/lorad-update@.timer", 0644},
+    {"usr/lib/systemd/system/lorad-sync@.service", 0644},
     {"usr/share/man/man1/loradctl.1", 0644},
     {"usr/share/man/man8/lorad.8", 0644},
+    {"usr/share/man/man8/lorad-sync.8", 0644},
     {"usr/share/doc/lorad/README.md", 0644},
     {"usr/share/doc/lorad/update.conf.example", 0644},
     {"etc/lorad/lorad.json", 0644},
@@ -131,6 +135,9 @@ static void expect_rewritten(const char *dest)
         {"usr/lib/systemd/system/lorad.socket",
          "\nDocumentation=file:/usr/share/doc/lorad/README.md\n"},
         {"usr/share/man/man8/lorad.8", "/usr/share/doc/lorad/README.md"},
+        {"usr/share/man/man8/lorad-sync.8", "/usr/share/doc/lorad/README.md"},
+        {"usr/lib/systemd/system/lorad-sync@.service",
+         "\nExecStart=/usr/bin/lorad-sync --config /etc/lorad/sync-%i.json\n"},
         {"usr/share/man/man1/loradctl.1", "/usr/share/doc/lorad/README.md"},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -154,6 +161,15 @@ static void expect_tools_run(const char *dest)
         rc = itu_run(argv, &out);
         ck_assert_msg(rc == 0 && strcmp(out, "loradctl 0.1.0\n") == 0, "loradctl: %d %s", rc, out);
         free(out);
+    }
+    {
+        char *sync = tu_path(dest, "usr/bin/lorad-sync");
+        char *argv[] = {sync, "--version", NULL};
+        rc = itu_run(argv, &out);
+        ck_assert_msg(rc == 0 && strcmp(out, "lorad-sync 0.1.0\n") == 0, "lorad-sync: %d %s", rc,
+                      out);
+        free(out);
+        free(sync);
     }
     {
         /* gets past finding lorad-canary-rollout, stops at the empty dir */
@@ -291,6 +307,7 @@ START_TEST(test_man_pages)
                                          "EXIT STATUS", "EXAMPLES", "SEE ALSO"};
     check_man("loradctl.1", ctl, sizeof(ctl) / sizeof(ctl[0]));
     check_man("lorad.8", daemon, sizeof(daemon) / sizeof(daemon[0]));
+    check_man("lorad-sync.8", daemon, sizeof(daemon) / sizeof(daemon[0]));
 }
 END_TEST
 

@@ -2,15 +2,17 @@
  * script as operators will use them (make install: itest_install.c).
  *
  * - `systemd-analyze verify` on lorad.service, lorad.socket,
- *   lorad@.service, lorad-update@.service and lorad-update@.timer, each
- *   rewritten into a temp dir with ExecStart naming the built daemon
- *   ($LORAD_BIN, else build/lorad) and scripts/lorad-update.sh: exit 0 and
- *   no output line about them.
+ *   lorad@.service, lorad-update@.service, lorad-update@.timer and
+ *   lorad-sync@.service, each rewritten into a temp dir with ExecStart
+ *   naming the built daemon ($LORAD_BIN, else build/lorad; lorad-sync
+ *   beside it) and scripts/lorad-update.sh: exit 0 and no output line
+ *   about them.
  * - `systemd-analyze security --offline=yes` on lorad.service,
- *   lorad@.service and lorad-update@.service: the overall exposure level
- *   is at most 2.0.
- * - the directives the daemon relies on (SPEC.md 8) are in the units, and
- *   those of the scheduled updates (SPEC.md 11) in lorad-update@.*.
+ *   lorad@.service, lorad-update@.service and lorad-sync@.service: the
+ *   overall exposure level is at most 2.0.
+ * - the directives the daemon relies on (SPEC.md 8) are in the units,
+ *   those of the scheduled updates (SPEC.md 11) in lorad-update@.*, and
+ *   those of the fleet agent (SPEC.md 12) in lorad-sync@.service.
  * - shellcheck on every script (scripts/NAME.sh).
  * - canary-rollout.sh's usage errors; then the
  *   script against the real daemon serving the demo (build/lorad-mkdemo):
@@ -44,8 +46,9 @@
 
 #include "testutil.h"
 
-static const char *const ut_units[] = {"lorad.service", "lorad.socket", "lorad@.service",
-                                       "lorad-update@.service", "lorad-update@.timer"};
+static const char *const ut_units[] = {"lorad.service",       "lorad.socket",
+                                       "lorad@.service",      "lorad-update@.service",
+                                       "lorad-update@.timer", "lorad-sync@.service"};
 #define UT_NUNITS (sizeof(ut_units) / sizeof(ut_units[0]))
 
 static const char *ut_srcdir(void)
@@ -318,6 +321,12 @@ START_TEST(units_security_update)
 }
 END_TEST
 
+START_TEST(units_security_sync)
+{
+    ut_check_security("lorad-sync@.service");
+}
+END_TEST
+
 /* What the daemon and SPEC.md 8 rely on, independent of systemd-analyze. */
 START_TEST(units_contract)
 {
@@ -326,8 +335,9 @@ START_TEST(units_contract)
         bool tmpl = strchr(ut_units[i], '@') != NULL;
         const char *conf = tmpl ? "/etc/lorad/%i.json" : "/etc/lorad/lorad.json";
         char want[256];
-        if (strncmp(ut_units[i], "lorad-update@", 13) == 0) {
-            free(t); /* units_update_contract */
+        if (strncmp(ut_units[i], "lorad-update@", 13) == 0 ||
+            strncmp(ut_units[i], "lorad-sync@", 11) == 0) {
+            free(t); /* units_update_contract, units_sync_contract */
             continue;
         }
         if (strstr(ut_units[i], ".socket")) {
@@ -392,6 +402,30 @@ START_TEST(units_update_contract)
     ck_assert(ut_directive_is(t, "SystemCallFilter=", "@system-service"));
     ck_assert(ut_directive_is(t, "IPAddressAllow=", "localhost"));
     ck_assert(ut_directive(t, "TimeoutStartSec=") != NULL);
+    free(t);
+}
+END_TEST
+
+/* The fleet agent (SPEC.md 12): one per lorad@ instance, started after it,
+ * restarted always, hardened like lorad@.service. */
+START_TEST(units_sync_contract)
+{
+    char *t = ut_read_unit("lorad-sync@.service");
+    ck_assert(ut_directive_is(
+        t, "ExecStart=", "/usr/local/bin/lorad-sync --config /etc/lorad/sync-%i.json"));
+    ck_assert(ut_directive_is(t, "After=", "lorad@%i.service network-online.target"));
+    ck_assert_msg(ut_directive(t, "Requires=") == NULL && ut_directive(t, "BindsTo=") == NULL,
+                  "lorad-sync@ must not tie lorad's life to the agent's");
+    ck_assert(ut_directive_is(t, "Restart=", "always"));
+    ck_assert(ut_directive_is(t, "KillSignal=", "SIGTERM"));
+    ck_assert(ut_directive_is(t, "DynamicUser=", "yes"));
+    ck_assert(ut_directive_is(t, "ProtectSystem=", "strict"));
+    ck_assert(ut_directive_is(t, "CapabilityBoundingSet=", ""));
+    ck_assert(ut_directive_is(t, "NoNewPrivileges=", "yes"));
+    ck_assert(ut_directive_is(t, "MemoryDenyWriteExecute=", "yes"));
+    ck_assert(ut_directive_is(t, "SystemCallFilter=", "@system-service"));
+    ck_assert(ut_directive_is(t, "UMask=", "0077"));
+    ck_assert(ut_directive_is(t, "WantedBy=", "multi-user.target"));
     free(t);
 }
 END_TEST
@@ -652,7 +686,9 @@ static Suite *ut_suite(void)
     tcase_add_test(tc, units_security);
     tcase_add_test(tc, units_security_template);
     tcase_add_test(tc, units_security_update);
+    tcase_add_test(tc, units_security_sync);
     tcase_add_test(tc, units_update_contract);
+    tcase_add_test(tc, units_sync_contract);
     tcase_add_test(tc, scripts_lint);
     tcase_add_test(tc, canary_script_lint);
     tcase_add_test(tc, canary_script_live);
