@@ -20,8 +20,13 @@ Called by bench/run.sh with BUILD_DIR. Standard library only. It:
      response against the reference output of the adapter it names;
   6. swap costs on a second lorad with max_rank 512: stage_ms, commit_us,
      rollback round trip, against reading the file and copying its bytes;
-  7. RSS before and after 10,000 swaps against SPEC 10's bound.
-Prints one table and writes it to BUILD/bench/results.md.
+  7. RSS before and after 10,000 swaps against SPEC 10's bound;
+  8. slots: 100 slots, each with its own r=16 adapter on W1, c=64 binary
+     clients naming a slot at random per request (bench/infer-slots.lua),
+     against the same load on one slot in the same run, and the mean number
+     of distinct snapshots per batch (lorad_batch_snapshots).
+Prints one table and writes it to BUILD/bench/results.md. BENCH_ONLY=slots
+runs step 8 alone (on W1).
 """
 import array
 import http.client
@@ -49,6 +54,7 @@ LOAD_S = int(os.environ.get("BENCH_LOAD_S", "10"))
 SWAP_LOAD_S = int(os.environ.get("BENCH_SWAP_S", "30"))
 CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "1,16,32,64").split(",")]
 N_MEM_SWAPS = int(os.environ.get("BENCH_MEM_SWAPS", "10000"))
+N_SLOTS = int(os.environ.get("BENCH_SLOTS", "100"))
 ROOF_BATCHES = [1, 2, 4, 8, 16, 32, 64]
 WIDTH, LAYERS = 1024, 4
 
@@ -202,15 +208,87 @@ def rss_kib(pid):
     return 0
 
 
-def metrics_batch(port):
+def metrics_batch(port, family="lorad_batch_rows"):
     _, _, data = req(port, "GET", "/metrics")
     s = c = 0.0
     for line in data.decode().splitlines():
-        if line.startswith("lorad_batch_rows_sum"):
+        if line.startswith(family + "_sum"):
             s = float(line.split()[-1])
-        elif line.startswith("lorad_batch_rows_count"):
+        elif line.startswith(family + "_count"):
             c = float(line.split()[-1])
     return s, c
+
+
+def mkslot_adapters(adir, n):
+    """slot-0 .. slot-(n-1): demo-b's r=16 weights, each with its own
+    lora_alpha (so its own scaling and outputs): n distinct snapshots."""
+    src = os.path.join(adir, "demo-b")
+    cfg = json.load(open(os.path.join(src, "adapter_config.json")))
+    for i in range(n):
+        d = os.path.join(adir, "slot-%d" % i)
+        os.makedirs(d, exist_ok=True)
+        c = dict(cfg, lora_alpha=16 + i)
+        json.dump(c, open(os.path.join(d, "adapter_config.json"), "w"), indent=1)
+        shutil.copyfile(os.path.join(src, "adapter_model.safetensors"),
+                        os.path.join(d, "adapter_model.safetensors"))
+
+
+def wrk_slots(port, conns, seconds, nslots, body):
+    env = dict(os.environ, BENCH_BODY=body, BENCH_CT="application/octet-stream",
+               BENCH_SLOTS=str(nslots))
+    out = subprocess.run(["wrk", "-t%d" % min(2, conns), "-c%d" % conns, "-d%ds" % seconds,
+                          "--latency", "-s", os.path.join(HERE, "infer-slots.lua"),
+                          "http://127.0.0.1:%d/infer" % port],
+                         env=env, capture_output=True, text=True).stdout
+    res = {"rps": 0.0, "errors": 0, "p99": float("nan")}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if m:
+        res["p99"] = unit_ms(m.group(1), m.group(2))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["errors"] += int(m.group(1))
+    return res
+
+
+def slots_bench(port, bodies, w1):
+    """SPEC 10 slots: N slots with their own adapters vs one slot."""
+    log("slots: %d slots with their own r=16 adapters, c=64 binary, random slot per request" % N_SLOTS)
+    mkslot_adapters(os.path.join(w1, "adapters"), N_SLOTS)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for i in range(N_SLOTS):
+        st, o = jpost(port, "/swap", {"adapter": "slot-%d" % i, "slot": "s%d" % i}, conn=conn)
+        assert st == 200, o
+    res = {}
+    for n in (N_SLOTS, 1, N_SLOTS):  # many, one, many again: drift shows
+        b0, c0 = metrics_batch(port)
+        s0, k0 = metrics_batch(port, "lorad_batch_snapshots")
+        r = wrk_slots(port, 64, LOAD_S, n, bodies["bin"])
+        b1, c1 = metrics_batch(port)
+        s1, k1 = metrics_batch(port, "lorad_batch_snapshots")
+        r["batch"] = (b1 - b0) / (c1 - c0) if c1 > c0 else float("nan")
+        r["snaps"] = (s1 - s0) / (k1 - k0) if k1 > k0 else float("nan")
+        log("slots=%d: %.0f req/s p99 %.2f ms errors %d, rows per forward %.2f, distinct snapshots "
+            "per batch %.2f" % (n, r["rps"], r["p99"], r["errors"], r["batch"], r["snaps"]))
+        res.setdefault(n, []).append(r)
+    many = sum(r["rps"] for r in res[N_SLOTS]) / len(res[N_SLOTS])
+    one = res[1][0]
+    ratio = many / one["rps"] if one["rps"] else float("nan")
+    snaps = sum(r["snaps"] for r in res[N_SLOTS]) / len(res[N_SLOTS])
+    errors = sum(r["errors"] for r in res[N_SLOTS]) + one["errors"]
+    row("slots: binary req/s, 64c over %d slots at random (mean of 2 runs; err %d)" % (N_SLOTS, errors),
+        "%.0f" % many, "one slot, same load: %.0f req/s" % one["rps"], "%.2f" % ratio, ">= 0.80",
+        verdict(ratio >= 0.8 and errors == 0))
+    row("slots: distinct snapshots per batch (rows per forward)", "%.2f (%.2f)" % (snaps, res[N_SLOTS][0]["batch"]),
+        "one slot: %.2f (%.2f)" % (one["snaps"], one["batch"]), "", "", "")
+    conn.close()  # idle through the load: lorad's connection_timeout_s closed it
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for i in range(N_SLOTS):  # the memory figures below are for one slot
+        st, o = jpost(port, "/unload", {"slot": "s%d" % i}, conn=conn)
+        assert st == 200, o
+    conn.close()
 
 
 # ---------------------------------------------------------------- roof ----
@@ -372,6 +450,13 @@ def main():
     open(bodies["json"], "w").write(json.dumps({"input": x}))
     open(bodies["bin"], "wb").write(array.array("f", x).tobytes())
 
+    if os.environ.get("BENCH_ONLY") == "slots":  # the slots figures alone
+        port = free_port()
+        lp = start_lorad(w1, "lorad-w1", "demo-b", 16, port)
+        slots_bench(port, bodies, w1)
+        stop(lp)
+        return table(t0, demo)
+
     # 1. roof
     log("roof: W1 (demo-b r16), then the demo model")
     roof_w1 = roof(os.path.join(w1, "model"), os.path.join(w1, "adapters"), "demo-b", 1.0)
@@ -452,6 +537,9 @@ def main():
                 "%.0f" % r["rps"], "lorad JSON %.0f req/s, p99 %.2f ms" % (lr["rps"], lr["p99"]),
                 "req/s %.1fx, p99 %.3f" % (rr, pr), ">= 20x req/s", verdict(rr >= 20))
         stop(pp)
+
+    # slots (SPEC 10): on the same lorad, before the swaps change its history
+    slots_bench(port, bodies, w1)
 
     # 4. swaps under load
     log("swaps under load: %d s without, %d s with 20 swaps/s" % (SWAP_LOAD_S, SWAP_LOAD_S))
@@ -561,7 +649,10 @@ def main():
     row("rollback round trip ms p50/p99 (HTTP, durable)", "%.2f / %.2f" % (pct(rb_ms, 50), pct(rb_ms, 99)),
         "", "", "p99 <= 5 ms", verdict(pct(rb_ms, 99) <= 5))
 
-    # table
+    table(t0, demo)
+
+
+def table(t0, demo):
     kernel = subprocess.run([os.path.join(OUT, "roof"), "--model", os.path.join(demo, "model"),
                              "--seconds", "0.01", "--batches", "1"], capture_output=True,
                             text=True).stdout.split()[0]

@@ -4,7 +4,7 @@
 # bench/roof are built). Installs wrk with apt-get when missing, then runs
 # bench/bench.py, which prints one table and writes BUILD_DIR/bench/results.md.
 # Environment knobs: BENCH_LOAD_S (10), BENCH_SWAP_S (30), BENCH_CONNS
-# (1,16,32,64), BENCH_MEM_SWAPS (10000).
+# (1,16,32,64), BENCH_MEM_SWAPS (10000), BENCH_SLOTS (100), BENCH_ONLY (slots: that part alone).
 set -eu
 B=${1:-build}
 for f in "$B/lorad" "$B/lorad-mkdemo" "$B/bench/roof"; do

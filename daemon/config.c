@@ -42,6 +42,8 @@ void config_defaults(struct lorad_config *c)
     c->workers = 0;
     c->max_batch_rows = 64;
     c->history = 4;
+    c->max_slots = 256;
+    c->max_adapter_memory_mb = 0;
     c->max_rank = 0;
     c->max_body_bytes = 16777216;
     c->max_rows_per_request = 1024;
@@ -221,6 +223,8 @@ static int set_key(struct lorad_config *c, const cJSON *v, struct lorad_error *e
     INT(workers);
     INT(max_batch_rows);
     INT(history);
+    INT(max_slots);
+    INT(max_adapter_memory_mb);
     INT(max_rank);
     INT(max_rows_per_request);
     INT(drain_timeout_ms);
@@ -340,6 +344,9 @@ int config_validate(const struct lorad_config *c, struct lorad_error *err)
     if ((rc = check_range("workers", c->workers, 0, 1024, err)) < 0 ||
         (rc = check_range("max_batch_rows", c->max_batch_rows, 1, 4096, err)) < 0 ||
         (rc = check_range("history", c->history, 0, 1024, err)) < 0 ||
+        (rc = check_range("max_slots", c->max_slots, 1, 65536, err)) < 0 ||
+        (rc = check_range("max_adapter_memory_mb", c->max_adapter_memory_mb, 0, 1 << 24, err)) <
+            0 ||
         (rc = check_range("max_rank", c->max_rank, 0, 65536, err)) < 0 ||
         (rc = check_range("max_body_bytes", (long long)c->max_body_bytes, 1024, 1LL << 31, err)) <
             0 ||

@@ -27,9 +27,11 @@ struct lorad_config {
     char *state_file;      /* NULL: no persistence */
     int workers;           /* 0 = one per CPU (resolved by config_build) */
     int max_batch_rows;
-    int history;
-    int max_rank;          /* 0 = from the first adapter */
-    char **target_modules; /* NULL = from the first adapter */
+    int history;               /* per slot */
+    int max_slots;             /* slots, default included (1..65536) */
+    int max_adapter_memory_mb; /* resident snapshot bytes of all slots; 0 = no bound */
+    int max_rank;              /* 0 = from the first adapter */
+    char **target_modules;     /* NULL = from the first adapter */
     size_t n_target_modules;
     char *auth_token_file; /* NULL: control plane unauthenticated */
     size_t max_body_bytes;

@@ -1,5 +1,6 @@
 /* lorad — daemon/control.c: the mutating control plane (SPEC.md 6):
- * /swap, /rollback, /canary, /promote and the parser of their bodies.
+ * /swap, /rollback, /canary, /promote, /unload and the parser of their
+ * bodies.
  *
  * Everything here runs on the loop thread and never blocks: staging an
  * adapter runs in libuv's threadpool (uv_queue_work) and finishes in an
@@ -9,9 +10,14 @@
  * answers once the new state is on disk and visible, or with the error
  * (507 not_durable among them) when nothing changed.
  *
- * A /swap is "in progress" from the moment it is accepted until its commit
- * is answered, so at most one version-issuing commit is ever in flight
- * (the state file's version floor depends on it, lib/statefile.h).
+ * Slots: every call takes "slot" (default "default") and acts on it
+ * alone; its answer carries "slot". A /swap is "in progress" in its slot
+ * from the moment it is accepted until its commit is answered (a second
+ * /swap there is swap_in_progress); swaps in different slots stage in
+ * parallel, and their commits, like every commit, run one at a time in
+ * statewrite's queue, so at most one version-issuing commit is ever in
+ * flight (the state file's version floor depends on it,
+ * lib/statefile.h).
  *
  * Drain: control_refuse_staging() answers every /swap still staging 503
  * draining and detaches it from its job, which then frees itself when the
@@ -33,6 +39,7 @@
 #include "log.h"
 #include "lorad.h"
 #include "metrics.h"
+#include "status.h"
 #include "statewrite.h"
 #include "systemd.h"
 
@@ -43,12 +50,14 @@ struct stage_job {
     struct lorad_server *srv;
     struct http_request *r;
     char name[SNAPSHOT_NAME_MAX + 1];
+    char slot[SERVING_SLOT_NAME_MAX + 1];
     char sha256[65];
     bool has_sha256;
     int canary_bp;               /* -1: becomes stable */
-    struct profile *profile;     /* duplicate of srv->profile */
+    struct profile *profile;     /* duplicate of the slot's profile (or the config's) */
     struct snapshot *snap;       /* out */
     struct profile *profile_out; /* out: completed profile or NULL */
+    bool profile_installed;      /* profile_out went to the slot (swap_change) */
     int rc;
     struct lorad_error err;
     double stage_ms;      /* measured around adapter_stage */
@@ -56,7 +65,8 @@ struct stage_job {
 };
 
 struct control {
-    bool swap_busy;            /* a /swap is staging or being committed */
+    char (*busy)[SERVING_SLOT_NAME_MAX + 1]; /* slots with a /swap staging or committing */
+    size_t nbusy, cap;
     unsigned stages;           /* staging jobs in the threadpool */
     struct stage_job *staging; /* those jobs */
     struct control_swaps swaps;
@@ -73,6 +83,8 @@ int control_init(struct lorad_server *srv, struct lorad_error *err)
 
 void control_free(struct lorad_server *srv)
 {
+    if (srv->control)
+        free(srv->control->busy);
     free(srv->control);
     srv->control = NULL;
 }
@@ -80,7 +92,49 @@ void control_free(struct lorad_server *srv)
 bool control_idle(const struct lorad_server *srv)
 {
     const struct control *c = srv->control;
-    return !c || (!c->swap_busy && c->stages == 0);
+    return !c || (c->nbusy == 0 && c->stages == 0);
+}
+/* ---- per-slot swap bookkeeping ---- */
+
+static bool slot_busy(const struct control *c, const char *slot)
+{
+    for (size_t i = 0; i < c->nbusy; i++)
+        if (strcmp(c->busy[i], slot) == 0)
+            return true;
+    return false;
+}
+
+static int slot_busy_add(struct control *c, const char *slot)
+{
+    if (c->nbusy == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 8;
+        void *n = realloc(c->busy, ncap * sizeof(c->busy[0]));
+        if (!n)
+            return -1;
+        c->busy = n;
+        c->cap = ncap;
+    }
+    snprintf(c->busy[c->nbusy++], sizeof(c->busy[0]), "%s", slot);
+    return 0;
+}
+
+static void slot_busy_del(struct control *c, const char *slot)
+{
+    for (size_t i = 0; i < c->nbusy; i++)
+        if (strcmp(c->busy[i], slot) == 0) {
+            memmove(&c->busy[i], &c->busy[i + 1], (c->nbusy - i - 1) * sizeof(c->busy[0]));
+            c->nbusy--;
+            return;
+        }
+}
+
+/* Slots that do not exist yet but have a /swap staging (they will). */
+static size_t slots_pending(const struct lorad_server *srv)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < srv->control->nbusy; i++)
+        n += serving_slot_get(srv->serving, srv->control->busy[i]) == NULL;
+    return n;
 }
 
 const struct control_swaps *control_swaps(const struct lorad_server *srv)
@@ -158,6 +212,26 @@ fail:
     return err->code;
 }
 
+/* The body's "slot" into slot (absent: "default"): a string that follows
+ * the adapter name rule, else 400 invalid_request. */
+static int body_slot(const cJSON *body, char *slot, size_t len, struct lorad_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "slot");
+    if (!v) {
+        snprintf(slot, len, "%s", SERVING_DEFAULT_SLOT);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST, "\"slot\" must be a string");
+    if (!serving_slot_name_valid(v->valuestring))
+        return lorad_error_set(err, LORAD_E_INVALID_REQUEST,
+                               "slot name \"%.130s\" does not match "
+                               "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                               v->valuestring);
+    snprintf(slot, len, "%s", v->valuestring);
+    return 0;
+}
+
 /* A percent in [0, 100] as basis points (rounded to 0.01). */
 static int parse_percent(const cJSON *v, const char *key, int *bp, struct lorad_error *err)
 {
@@ -173,11 +247,13 @@ static int parse_percent(const cJSON *v, const char *key, int *bp, struct lorad_
 
 /* The answer of every commit (SPEC 6 /swap): adapter, version, variant,
  * generation, previous, [stage_ms,] commit_us. */
-static cJSON *commit_answer(const struct serving_commit *c, bool with_stage, double stage_ms)
+static cJSON *commit_answer(const char *slot, const struct serving_commit *c, bool with_stage,
+                            double stage_ms)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
+    cJSON_AddStringToObject(o, "slot", slot);
     if (c->now)
         cJSON_AddStringToObject(o, "adapter", c->now->name);
     else
@@ -284,12 +360,18 @@ static int swap_change(struct lorad_server *srv, void *arg, struct serving_commi
 {
     struct stage_job *j = arg;
     struct snapshot *snap = j->snap;
-    j->snap = NULL; /* serving_swap owns it from here, on failure too */
+    (void)profile;  /* the slot's own profile goes into the slot */
+    j->snap = NULL; /* serving_slot_swap owns it from here, on failure too */
     serving_hold(srv->serving);
-    if (serving_swap(srv->serving, snap, j->canary_bp, c, err) < 0)
+    if (serving_slot_swap(srv->serving, j->slot, snap, j->canary_bp, c, err) < 0)
         return err->code;
-    if (j->profile_out)
-        *profile = j->profile_out;
+    if (j->profile_out) {
+        /* the slot's first adapter completed its profile: recorded in the
+         * state file with the change; taken back if the change fails */
+        serving_slot_set_profile(srv->serving, j->slot, j->profile_out);
+        j->profile_out = NULL;
+        j->profile_installed = true;
+    }
     return 0;
 }
 
@@ -298,28 +380,27 @@ static void swap_done(struct lorad_server *srv, void *arg, int rc, const struct 
                       const struct lorad_error *err)
 {
     struct stage_job *j = arg;
-    srv->control->swap_busy = false;
+    slot_busy_del(srv->control, j->slot);
     if (rc < 0) {
-        swap_fail(j->r, j->name, err);
+        if (j->profile_installed) /* the slot has no adapter of this swap: no profile */
+            serving_slot_set_profile(srv->serving, j->slot, NULL);
+        if (j->r)
+            swap_fail(j->r, j->name, err);
         stage_job_free(j);
         return;
     }
     double stage_ms = j->stage_ms_used;
-    if (j->profile_out) {
-        profile_free(&srv->profile);
-        srv->profile = j->profile_out;
-        j->profile_out = NULL;
-    }
     swap_record(srv, c->now->name, true, c->now->version, 0);
     metrics_record_swap(srv->metrics, true, stage_ms, c->commit_us);
     if (c->variant == SERVING_CANARY)
-        metrics_reset_evidence(srv->metrics);
-    LOG_I("event=swap adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
+        metrics_reset_evidence(srv->metrics, j->slot);
+    LOG_I("event=swap slot=%s adapter=%s version=%llu variant=%s generation=%llu stage_ms=%.3f "
           "commit_us=%.3f",
-          c->now->name, (unsigned long long)c->now->version, serving_variant_name(c->variant),
-          (unsigned long long)c->generation, stage_ms, c->commit_us);
+          j->slot, c->now->name, (unsigned long long)c->now->version,
+          serving_variant_name(c->variant), (unsigned long long)c->generation, stage_ms,
+          c->commit_us);
     control_notify_status(srv);
-    cJSON *ans = commit_answer(c, true, stage_ms);
+    cJSON *ans = commit_answer(j->slot, c, true, stage_ms);
     if (ans && c->variant == SERVING_CANARY)
         cJSON_AddNumberToObject(ans, "percent", j->canary_bp / 100.0);
     respond_answer(j->r, ans);
@@ -342,6 +423,7 @@ static void stage_done(uv_work_t *work, int status)
     srv->control->stages--;
     staging_unlink(srv->control, j);
     if (!j->r) { /* answered by the drain (control_refuse_staging) */
+        slot_busy_del(srv->control, j->slot);
         stage_job_free(j);
         return;
     }
@@ -350,7 +432,7 @@ static void stage_done(uv_work_t *work, int status)
         j->rc = lorad_error_set(&j->err, LORAD_E_INTERNAL, "staging was cancelled");
     }
     if (j->rc < 0) {
-        srv->control->swap_busy = false;
+        slot_busy_del(srv->control, j->slot);
         swap_fail(j->r, j->name, &j->err);
         stage_job_free(j);
         return;
@@ -376,7 +458,6 @@ size_t control_refuse_staging(struct lorad_server *srv)
         j->r = NULL;
         n++;
     }
-    ctl->swap_busy = false;
     return n;
 }
 
@@ -384,11 +465,13 @@ size_t control_refuse_staging(struct lorad_server *srv)
 static int swap_parse(struct http_request *r, struct stage_job *j, const char **name,
                       struct lorad_error *err)
 {
-    static const char *const keys[] = {"adapter", "canary_percent", "sha256", NULL};
+    static const char *const keys[] = {"adapter", "canary_percent", "sha256", "slot", NULL};
     cJSON *body = NULL;
     int rc = parse_body(r, keys, false, &body, err);
     if (rc < 0)
         return rc;
+    if ((rc = body_slot(body, j->slot, sizeof(j->slot), err)) < 0)
+        goto out;
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(body, "adapter");
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "canary_percent");
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(body, "sha256");
@@ -440,31 +523,53 @@ void control_swap(struct http_request *r)
     j->r = r;
     if (swap_parse(r, j, &name, &err) < 0)
         goto fail;
-    if (c->swap_busy) {
+    const struct serving_slot *sl = serving_slot_get(srv->serving, j->slot);
+    if (slot_busy(c, j->slot)) {
         lorad_error_set(&err, LORAD_E_SWAP_IN_PROGRESS,
-                        "another swap is being staged or written; retry when it is answered");
+                        "another swap in slot %s is being staged or written; retry when it is "
+                        "answered",
+                        j->slot);
         goto fail;
     }
-    if (serving_current(srv->serving)->canary) {
+    if (sl && serving_slot_canary(sl, NULL)) {
         lorad_error_set(&err, LORAD_E_CANARY_ACTIVE,
-                        "a canary is live; promote it or roll it back before another swap");
+                        "a canary is live in slot %s; promote it or roll it back before another "
+                        "swap",
+                        j->slot);
         goto fail;
     }
-    if (srv->profile && !(j->profile = profile_dup(srv->profile))) {
+    if (!sl &&
+        serving_slot_count(srv->serving) + slots_pending(srv) >= serving_max_slots(srv->serving)) {
+        lorad_error_set(&err, LORAD_E_TOO_MANY_SLOTS,
+                        "%zu slots exist or are being created, the limit (max_slots) is %zu: "
+                        "unload one first",
+                        serving_slot_count(srv->serving) + slots_pending(srv),
+                        serving_max_slots(srv->serving));
+        goto fail;
+    }
+    const struct profile *sp = sl ? serving_slot_profile(sl) : NULL;
+    if (!sp)
+        sp = srv->profile; /* a slot's first adapter: the configured limits */
+    if (sp && !(j->profile = profile_dup(sp))) {
         lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
+    if (slot_busy_add(c, j->slot) < 0) {
+        lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
+        goto fail;
+    }
+
     j->work.data = j;
     int rc = uv_queue_work(srv->loop, &j->work, stage_work, stage_done);
     if (rc < 0) {
+        slot_busy_del(c, j->slot);
         lorad_error_set(&err, LORAD_E_INTERNAL, "uv_queue_work: %s", uv_strerror(rc));
         goto fail;
     }
-    c->swap_busy = true;
     c->stages++;
     j->next = c->staging;
     c->staging = j;
-    LOG_I("event=swap_staging adapter=%s", j->name);
+    LOG_I("event=swap_staging slot=%s adapter=%s", j->slot, j->name);
     return;
 fail:
     swap_fail(r, name, &err);
@@ -477,6 +582,8 @@ fail:
 /* One of them, parsed, waiting for its commit's turn. */
 struct plain_commit {
     struct http_request *r;
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    cJSON *ans;       /* /unload: the slot as it was, read when its turn came */
     bool has_version; /* /rollback {"version": N} */
     uint64_t version;
     int bp; /* /canary */
@@ -498,7 +605,8 @@ static int rollback_change(struct lorad_server *srv, void *arg, struct serving_c
     struct plain_commit *p = arg;
     (void)profile;
     serving_hold(srv->serving);
-    return serving_rollback(srv->serving, p->has_version ? &p->version : NULL, c, err);
+    return serving_slot_rollback(srv->serving, p->slot, p->has_version ? &p->version : NULL, c,
+                                 err);
 }
 
 static void rollback_done(struct lorad_server *srv, void *arg, int rc,
@@ -506,30 +614,31 @@ static void rollback_done(struct lorad_server *srv, void *arg, int rc,
 {
     struct plain_commit *p = arg;
     if (rc < 0) {
-        LOG_I("event=rollback_refused code=%s", lorad_err_name(err->code));
+        LOG_I("event=rollback_refused slot=%s code=%s", p->slot, lorad_err_name(err->code));
         http_respond_error(p->r, err->code, "%s", err->msg);
         free(p);
         return;
     }
     metrics_record_rollback(srv->metrics, c->commit_us);
-    LOG_I("event=rollback adapter=%s version=%llu generation=%llu previous=%s "
+    LOG_I("event=rollback slot=%s adapter=%s version=%llu generation=%llu previous=%s "
           "previous_version=%llu commit_us=%.3f",
-          c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
-          (unsigned long long)c->generation,
+          p->slot, c->now ? c->now->name : "null",
+          (unsigned long long)(c->now ? c->now->version : 0), (unsigned long long)c->generation,
           c->has_previous && c->previous_adapter[0] ? c->previous_adapter : "null",
           (unsigned long long)c->previous_version, c->commit_us);
     control_notify_status(srv);
-    respond_answer(p->r, commit_answer(c, false, 0));
+    respond_answer(p->r, commit_answer(p->slot, c, false, 0));
     free(p);
 }
 
 void control_rollback(struct http_request *r)
 {
-    static const char *const keys[] = {"version", NULL};
+    static const char *const keys[] = {"version", "slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
     cJSON *body = NULL;
-    if (parse_body(r, keys, true, &body, &err) < 0)
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, true, &body, &err) < 0 || body_slot(body, slot, sizeof(slot), &err) < 0)
         goto fail;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "version");
     uint64_t version = 0;
@@ -549,6 +658,7 @@ void control_rollback(struct http_request *r)
         return;
     p->has_version = v != NULL;
     p->version = version;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"rollback", p, rollback_change, rollback_done};
     statewrite_commit(srv, &cm);
     return;
@@ -564,7 +674,7 @@ static int canary_change(struct lorad_server *srv, void *arg, struct serving_com
     struct plain_commit *p = arg;
     (void)profile;
     serving_hold(srv->serving);
-    return serving_set_canary(srv->serving, p->bp, c, err);
+    return serving_slot_set_canary(srv->serving, p->slot, p->bp, c, err);
 }
 
 static void canary_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
@@ -577,10 +687,10 @@ static void canary_done(struct lorad_server *srv, void *arg, int rc, const struc
         free(p);
         return;
     }
-    LOG_I("event=canary adapter=%s version=%llu percent=%.2f generation=%llu",
+    LOG_I("event=canary slot=%s adapter=%s version=%llu percent=%.2f generation=%llu", p->slot,
           c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
           p->bp / 100.0, (unsigned long long)c->generation);
-    cJSON *ans = commit_answer(c, false, 0);
+    cJSON *ans = commit_answer(p->slot, c, false, 0);
     if (ans)
         cJSON_AddNumberToObject(ans, "percent", p->bp / 100.0);
     respond_answer(p->r, ans);
@@ -589,12 +699,14 @@ static void canary_done(struct lorad_server *srv, void *arg, int rc, const struc
 
 void control_canary(struct http_request *r)
 {
-    static const char *const keys[] = {"percent", NULL};
+    static const char *const keys[] = {"percent", "slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
     cJSON *body = NULL;
     int bp = 0;
-    if (parse_body(r, keys, false, &body, &err) < 0)
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, false, &body, &err) < 0 ||
+        body_slot(body, slot, sizeof(slot), &err) < 0)
         goto fail;
     const cJSON *pc = cJSON_GetObjectItemCaseSensitive(body, "percent");
     if (!pc) {
@@ -608,6 +720,7 @@ void control_canary(struct http_request *r)
     if (!p)
         return;
     p->bp = bp;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"canary change", p, canary_change, canary_done};
     statewrite_commit(srv, &cm);
     return;
@@ -619,10 +732,10 @@ fail:
 static int promote_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
                           const struct profile **profile, struct lorad_error *err)
 {
-    (void)arg;
+    struct plain_commit *p = arg;
     (void)profile;
     serving_hold(srv->serving);
-    return serving_promote(srv->serving, c, err);
+    return serving_slot_promote(srv->serving, p->slot, c, err);
 }
 
 static void promote_done(struct lorad_server *srv, void *arg, int rc,
@@ -634,20 +747,24 @@ static void promote_done(struct lorad_server *srv, void *arg, int rc,
         free(p);
         return;
     }
-    LOG_I("event=promote adapter=%s version=%llu generation=%llu", c->now ? c->now->name : "null",
-          (unsigned long long)(c->now ? c->now->version : 0), (unsigned long long)c->generation);
+    LOG_I("event=promote slot=%s adapter=%s version=%llu generation=%llu", p->slot,
+          c->now ? c->now->name : "null", (unsigned long long)(c->now ? c->now->version : 0),
+          (unsigned long long)c->generation);
     control_notify_status(srv);
-    respond_answer(p->r, commit_answer(c, false, 0));
+    respond_answer(p->r, commit_answer(p->slot, c, false, 0));
     free(p);
 }
 
 void control_promote(struct http_request *r)
 {
-    static const char *const keys[] = {NULL};
+    static const char *const keys[] = {"slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
     cJSON *body = NULL;
-    if (parse_body(r, keys, true, &body, &err) < 0) {
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, true, &body, &err) < 0 ||
+        body_slot(body, slot, sizeof(slot), &err) < 0) {
+        cJSON_Delete(body);
         http_respond_error(r, err.code, "%s", err.msg);
         return;
     }
@@ -655,6 +772,83 @@ void control_promote(struct http_request *r)
     struct plain_commit *p = plain_new(r);
     if (!p)
         return;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"promote", p, promote_change, promote_done};
+    statewrite_commit(srv, &cm);
+}
+
+/* ---- /unload ---- */
+
+static int unload_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
+                         const struct profile **profile, struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    const struct serving_slot *sl = serving_slot_get(srv->serving, p->slot);
+    (void)profile;
+    if (strcmp(p->slot, SERVING_DEFAULT_SLOT) == 0)
+        return lorad_error_set(err, LORAD_E_DEFAULT_SLOT,
+                               "slot default cannot be unloaded; roll it back to version 0 "
+                               "instead");
+    if (!sl)
+        return lorad_error_set(err, LORAD_E_SLOT_NOT_FOUND, "no slot \"%s\"", p->slot);
+    if (slot_busy(srv->control, p->slot))
+        return lorad_error_set(err, LORAD_E_SWAP_IN_PROGRESS,
+                               "a swap in slot %s is being staged or written; unload it once that "
+                               "swap is answered",
+                               p->slot);
+    /* what it served, read before the slot goes */
+    if (!(p->ans = status_slot_json(srv, sl)))
+        return lorad_error_set(err, LORAD_E_INTERNAL, "out of memory");
+    serving_hold(srv->serving);
+    return serving_slot_unload(srv->serving, p->slot, c, err);
+}
+
+static void unload_done(struct lorad_server *srv, void *arg, int rc, const struct serving_commit *c,
+                        const struct lorad_error *err)
+{
+    struct plain_commit *p = arg;
+    cJSON *ans = p->ans;
+    if (rc < 0) {
+        LOG_I("event=unload_refused slot=%s code=%s", p->slot, lorad_err_name(err->code));
+        cJSON_Delete(ans);
+        http_respond_error(p->r, err->code, "%s", err->msg);
+        free(p);
+        return;
+    }
+    metrics_forget_slot(srv->metrics, p->slot);
+    LOG_I("event=unload slot=%s adapter=%s version=%llu generation=%llu commit_us=%.3f", p->slot,
+          c->previous_adapter[0] ? c->previous_adapter : "null",
+          (unsigned long long)c->previous_version, (unsigned long long)c->generation, c->commit_us);
+    if (ans) {
+        cJSON_DeleteItemFromObjectCaseSensitive(ans, "requests");
+        cJSON_AddStringToObject(ans, "slot", p->slot);
+        cJSON_AddBoolToObject(ans, "unloaded", true);
+        cJSON_AddNumberToObject(ans, "generation", (double)c->generation);
+        cJSON_AddNumberToObject(ans, "commit_us", round(c->commit_us * 1000.0) / 1000.0);
+    }
+    respond_answer(p->r, ans);
+    free(p);
+}
+
+void control_unload(struct http_request *r)
+{
+    static const char *const keys[] = {"slot", NULL};
+    struct lorad_server *srv = r->srv;
+    struct lorad_error err = {0};
+    cJSON *body = NULL;
+    char slot[SERVING_SLOT_NAME_MAX + 1];
+    if (parse_body(r, keys, true, &body, &err) < 0 ||
+        body_slot(body, slot, sizeof(slot), &err) < 0) {
+        cJSON_Delete(body);
+        LOG_I("event=unload_refused code=%s", lorad_err_name(err.code));
+        http_respond_error(r, err.code, "%s", err.msg);
+        return;
+    }
+    cJSON_Delete(body);
+    struct plain_commit *p = plain_new(r);
+    if (!p)
+        return;
+    snprintf(p->slot, sizeof(p->slot), "%s", slot);
+    struct statewrite_commit cm = {"unload", p, unload_change, unload_done};
     statewrite_commit(srv, &cm);
 }

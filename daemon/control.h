@@ -1,5 +1,5 @@
 /* lorad — daemon/control.h: the mutating control plane (SPEC.md 6): /swap,
- * /rollback, /canary and /promote, and the bookkeeping of swaps that
+ * /rollback, /canary, /promote and /unload, each in one slot, and the bookkeeping of swaps that
  * /status reports.
  *
  * Ownership: control_init allocates srv->control; control_free frees it
@@ -21,7 +21,8 @@ struct lorad_server;
 
 int control_init(struct lorad_server *srv, struct lorad_error *err);
 void control_free(struct lorad_server *srv);
-/* True when no /swap is staging or waiting for its state write. */
+/* True when no /swap (of any slot) is staging or waiting for its state
+ * write. */
 bool control_idle(const struct lorad_server *srv);
 
 /* Drain past its deadline: answers every /swap still staging 503
@@ -33,6 +34,7 @@ void control_swap(struct http_request *r);
 void control_rollback(struct http_request *r);
 void control_canary(struct http_request *r);
 void control_promote(struct http_request *r);
+void control_unload(struct http_request *r);
 
 /* What /status says of swaps ("swaps": ok, failed, last). */
 struct control_swaps {

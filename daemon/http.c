@@ -130,6 +130,7 @@ int http_status_of(int code)
     case LORAD_E_NOT_FOUND:
     case LORAD_E_ADAPTER_NOT_FOUND:
     case LORAD_E_VERSION_NOT_FOUND:
+    case LORAD_E_SLOT_NOT_FOUND:
         return 404;
     case LORAD_E_METHOD_NOT_ALLOWED:
         return 405;
@@ -142,6 +143,9 @@ int http_status_of(int code)
     case LORAD_E_NO_HISTORY:
     case LORAD_E_NO_CANARY:
     case LORAD_E_CANARY_ACTIVE:
+    case LORAD_E_TOO_MANY_SLOTS:
+    case LORAD_E_MEMORY_LIMIT:
+    case LORAD_E_DEFAULT_SLOT:
         return 409;
     case LORAD_E_BODY_TOO_LARGE:
         return 413;

@@ -30,6 +30,7 @@ struct infer_job {
     struct batch_job job;
     struct http_request *r;
     char *hdr_route_key; /* X-Lorad-Route-Key (copy) or NULL */
+    char *hdr_slot;      /* X-Lorad-Slot (copy) or NULL */
 };
 
 /* One worker's context. */
@@ -57,6 +58,7 @@ static struct infer_job *job_of(struct workers_item *it)
 static void job_free(struct infer_job *j)
 {
     free(j->hdr_route_key);
+    free(j->hdr_slot);
     free(j->job.resp);
     free(j);
 }
@@ -95,6 +97,11 @@ static void count_forward(void *metrics, int rows)
     metrics_record_batch(metrics, rows);
 }
 
+static void count_snapshots(void *metrics, int snapshots)
+{
+    metrics_record_batch_snapshots(metrics, snapshots);
+}
+
 static void infer_run(struct workers_item **items, size_t n, void *ctx, struct workers_team *team,
                       void *arg)
 {
@@ -104,6 +111,7 @@ static void infer_run(struct workers_item **items, size_t n, void *ctx, struct w
     struct batch_params p = {
         .max_rows = atomic_load(&srv->max_rows_per_request),
         .on_forward = count_forward,
+        .on_snapshots = count_snapshots,
         .arg = srv->metrics,
         .team = team ? &bt : NULL,
     };
@@ -125,7 +133,7 @@ static void infer_run(struct workers_item **items, size_t n, void *ctx, struct w
 
 static void respond_now(struct http_request *r, int code, const char *fmt, const char *arg)
 {
-    metrics_record_infer(r->srv->metrics, METRICS_NONE, http_status_of(code),
+    metrics_record_infer(r->srv->metrics, NULL, METRICS_NONE, http_status_of(code),
                          clock_now_ns() - r->t_start_ns, 0);
     http_respond_error(r, code, fmt, arg);
 }
@@ -137,11 +145,12 @@ static void infer_done(struct workers_item *it, void *arg)
     struct batch_job *b = &j->job;
     struct http_request *r = j->r;
     char ver[24], nf[24];
-    const char *h[10];
+    const char *h[12];
     int n = 0;
 
-    metrics_record_infer(srv->metrics, label_of(b), b->code ? http_status_of(b->code) : 200,
-                         clock_now_ns() - r->t_start_ns, b->nonfinite_rows);
+    metrics_record_infer(srv->metrics, b->slot_name, label_of(b),
+                         b->code ? http_status_of(b->code) : 200, clock_now_ns() - r->t_start_ns,
+                         b->nonfinite_rows);
     if (b->code != 0) {
         http_respond_error(r, b->code, "%s", b->err.msg);
         job_free(j);
@@ -156,6 +165,8 @@ static void infer_done(struct workers_item *it, void *arg)
     h[n++] = ver;
     h[n++] = "X-Lorad-Variant";
     h[n++] = serving_variant_name(b->variant);
+    h[n++] = "X-Lorad-Slot";
+    h[n++] = b->slot_name;
     if (b->nonfinite_rows > 0) {
         snprintf(nf, sizeof(nf), "%d", b->nonfinite_rows);
         h[n++] = "X-Lorad-Nonfinite";
@@ -206,6 +217,7 @@ static int read_headers(struct http_request *r, struct infer_job *j)
 {
     const char *pin = http_header(r, "X-Lorad-Variant");
     const char *rk = http_header(r, "X-Lorad-Route-Key");
+    const char *slot = http_header(r, "X-Lorad-Slot");
 
     j->job.binary = is_octet_stream(http_header(r, "Content-Type"));
     j->job.pin = BATCH_PIN_NONE;
@@ -227,6 +239,14 @@ static int read_headers(struct http_request *r, struct infer_job *j)
         }
         j->job.route_key = j->hdr_route_key;
         j->job.route_key_len = strlen(rk);
+    }
+    if (slot) {
+        if (!(j->hdr_slot = strdup(slot))) {
+            respond_now(r, LORAD_E_INTERNAL, "%s", "out of memory");
+            return LORAD_E_INTERNAL;
+        }
+        j->job.slot = j->hdr_slot;
+        j->job.slot_len = strlen(slot);
     }
     return 0;
 }

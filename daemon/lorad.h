@@ -48,7 +48,8 @@ struct lorad_server {
     struct model *model;              /* immutable after start; workers read */
     int adapter_dirfd;                /* adapter_dir opened O_DIRECTORY */
     struct serving *serving;          /* writer: loop thread; readers: workers */
-    struct profile *profile;          /* NULL until known; replaced, never mutated */
+    struct profile *profile;          /* the config's limits (template of every slot's
+                                       * profile); each slot's own lives in serving */
     _Atomic int run_state;            /* enum lorad_run_state */
     _Atomic int max_rows_per_request; /* cfg's, reloadable: workers read it */
     int scratch_rank;                 /* workers' forward scratch rank (set before they start) */

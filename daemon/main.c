@@ -77,6 +77,7 @@ static const struct http_route routes[] = {
     {"/rollback", "POST", HTTP_PLANE_CONTROL, true, control_rollback},
     {"/canary", "POST", HTTP_PLANE_CONTROL, true, control_canary},
     {"/promote", "POST", HTTP_PLANE_CONTROL, true, control_promote},
+    {"/unload", "POST", HTTP_PLANE_CONTROL, true, control_unload},
     {"/status", "GET", HTTP_PLANE_CONTROL, false, status_report},
     {"/adapters", "GET", HTTP_PLANE_CONTROL, false, status_adapters},
     {"/healthz", "GET", HTTP_PLANE_BOTH, false, status_healthz},
@@ -248,6 +249,13 @@ static int open_adapter_dir(const char *dir, int *fd, struct lorad_error *err)
     return 0;
 }
 
+/* The slot and memory bounds of the config into the serving state. */
+static void serving_apply_config(struct lorad_server *srv)
+{
+    serving_set_limits(srv->serving, (size_t)srv->cfg.max_slots,
+                       (uint64_t)srv->cfg.max_adapter_memory_mb << 20);
+}
+
 /* Stages `name` synchronously (start-up may block) and makes it stable. */
 static int load_initial_adapter(struct lorad_server *srv, const char *name, struct lorad_error *err)
 {
@@ -258,8 +266,10 @@ static int load_initial_adapter(struct lorad_server *srv, const char *name, stru
         .name = name,
         .expected_sha256 = NULL,
         .model = srv->model,
-        .profile = srv->profile,
+        .profile = serving_slot_profile(serving_slot_get(srv->serving, NULL)),
     };
+    if (!a.profile)
+        a.profile = srv->profile;
     int rc = adapter_stage(&a, &snap, &completed, err);
     if (rc < 0) {
         char pfx[200];
@@ -272,15 +282,73 @@ static int load_initial_adapter(struct lorad_server *srv, const char *name, stru
         profile_free(&completed);
         return rc;
     }
-    if (completed) {
-        profile_free(&srv->profile);
-        srv->profile = completed;
-    }
+    if (completed)
+        serving_slot_set_profile(srv->serving, NULL, completed);
     LOG_I("event=swap adapter=%s version=%llu variant=stable generation=%llu stage_ms=%.3f "
           "reason=initial_adapter",
           c.now->name, (unsigned long long)c.now->version, (unsigned long long)c.generation,
           c.now->stage_ms);
     return 0;
+}
+
+/* ---- state restore: one task per slot on libuv's threadpool ---- */
+
+struct restore_task {
+    uv_work_t work;
+    void (*task)(void *arg, size_t i);
+    void *arg;
+    size_t i;
+};
+
+static void restore_work(uv_work_t *w)
+{
+    struct restore_task *t = w->data;
+    t->task(t->arg, t->i);
+}
+
+static void restore_after(uv_work_t *w, int status)
+{
+    (void)w;
+    (void)status;
+}
+
+/* statefile's runner: every slot staged in parallel on the threadpool of a
+ * private loop (start-up: the serving loop does not exist yet); in order
+ * on this thread when that cannot be set up. */
+static void restore_run(void *arg, size_t n, void (*task)(void *, size_t), void *targ)
+{
+    uv_loop_t loop;
+    struct restore_task *t = calloc(n ? n : 1, sizeof(*t));
+    size_t queued = 0;
+    (void)arg;
+    if (t && uv_loop_init(&loop) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            t[i] = (struct restore_task){.task = task, .arg = targ, .i = i};
+            t[i].work.data = &t[i];
+            if (uv_queue_work(&loop, &t[i].work, restore_work, restore_after) == 0)
+                queued++;
+            else
+                task(targ, i);
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            task(targ, i);
+    }
+    LOG_D("event=state_restore_tasks slots=%zu on_threadpool=%zu", n, queued);
+    free(t);
+}
+
+static void restore_slot_failed(void *arg, const char *slot, const struct lorad_error *why)
+{
+    struct lorad_server *srv = arg;
+    char q[LORAD_ERROR_MSG_MAX + 8];
+    if (strcmp(slot, SERVING_DEFAULT_SLOT) == 0)
+        return; /* logged with its fallback below */
+    LOG_E("event=state_restore_slot_failed path=%s slot=%s code=%s reason=%s "
+          "fallback=\"base model, with the history entries whose files still match\"",
+          srv->cfg.state_file, slot, lorad_err_name(why->code), log_quote(q, sizeof(q), why->msg));
 }
 
 /* State file restore, else initial_adapter. */
@@ -289,18 +357,25 @@ static int load_serving_state(struct lorad_server *srv, struct lorad_error *err)
     srv->restored = -1;
     if (srv->cfg.state_file) {
         struct lorad_error rerr = {0};
-        enum statefile_restored res =
-            statefile_restore(srv->cfg.state_file, srv->adapter_dirfd, srv->model, srv->serving,
-                              &srv->profile, &rerr);
+        struct statefile_restore_opts o = {restore_run, restore_slot_failed, srv, false};
+        struct profile *dp = srv->profile ? profile_dup(srv->profile) : NULL;
+        enum statefile_restored res = statefile_restore_slots(
+            srv->cfg.state_file, srv->adapter_dirfd, srv->model, srv->serving, &dp, &o, &rerr);
         srv->restored = (int)res;
-        if (res == STATEFILE_RESTORED) {
+        bool dflt_ok = o.default_restored;
+        if (dflt_ok)
+            serving_slot_set_profile(srv->serving, NULL, dp);
+        else
+            profile_free(&dp);
+        if (res == STATEFILE_RESTORED || (res == STATEFILE_FAILED && dflt_ok)) {
             const struct serving_view *v = serving_current(srv->serving);
             LOG_I("event=state_restored path=%s adapter=%s version=%llu generation=%llu "
-                  "history=%zu canary=%s",
+                  "history=%zu canary=%s slots=%zu complete=%s",
                   srv->cfg.state_file, v->stable ? v->stable->name : "null",
                   (unsigned long long)(v->stable ? v->stable->version : 0),
                   (unsigned long long)v->generation, serving_history_len(srv->serving),
-                  v->canary ? v->canary->name : "null");
+                  v->canary ? v->canary->name : "null", serving_slot_count(srv->serving),
+                  res == STATEFILE_RESTORED ? "true" : "false");
             return 0;
         }
         if (res == STATEFILE_FAILED) {
@@ -593,10 +668,14 @@ static void reload_apply(struct lorad_server *srv, struct reload_job *j)
     atomic_store(&srv->max_rows_per_request, c->max_rows_per_request); /* workers read it */
     c->drain_timeout_ms = n->drain_timeout_ms;
     c->shutdown_delay_ms = n->shutdown_delay_ms;
+    c->max_slots = n->max_slots;
+    c->max_adapter_memory_mb = n->max_adapter_memory_mb;
+    serving_apply_config(srv);
     LOG_I("event=reload log_level=%s auth=%s max_body_bytes=%zu max_rows_per_request=%d "
-          "drain_timeout_ms=%d shutdown_delay_ms=%d",
+          "drain_timeout_ms=%d shutdown_delay_ms=%d max_slots=%d max_adapter_memory_mb=%d",
           log_level_name(c->log_level), srv->auth_token ? "on" : "off", c->max_body_bytes,
-          c->max_rows_per_request, c->drain_timeout_ms, c->shutdown_delay_ms);
+          c->max_rows_per_request, c->drain_timeout_ms, c->shutdown_delay_ms, c->max_slots,
+          c->max_adapter_memory_mb);
 }
 
 static void reload_done(uv_work_t *w, int status)
@@ -759,6 +838,7 @@ static int serve(struct lorad_server *srv, struct lifecycle *lc)
         rc = lorad_error_set(&err, LORAD_E_INTERNAL, "out of memory");
         goto fail;
     }
+    serving_apply_config(srv);
     clock_gettime(CLOCK_REALTIME, &srv->started_rt); /* the base model's loaded_at */
     if ((rc = control_init(srv, &err)) < 0 || (rc = statewrite_init(srv, &err)) < 0 ||
         (rc = load_serving_state(srv, &err)) < 0)

@@ -33,10 +33,18 @@ struct metrics;
 struct metrics *metrics_new(void);
 void metrics_free(struct metrics **m);
 
-/* An /infer answer: its variant, HTTP status, latency (first header to
- * answer) and rows with a non-finite output. */
-void metrics_record_infer(struct metrics *m, enum metrics_variant v, int status,
+/* An /infer answer: the slot that answered (NULL or "": none, it failed
+ * before routing), its variant, HTTP status, latency (first header to
+ * answer) and rows with a non-finite output. The unlabelled series count
+ * every slot; the per-slot series and evidence are created on a slot's
+ * first answer. */
+void metrics_record_infer(struct metrics *m, const char *slot, enum metrics_variant v, int status,
                           uint64_t latency_ns, int nonfinite_rows);
+/* A slot was unloaded: its series and evidence go (a slot created again
+ * under the name starts from zero). */
+void metrics_forget_slot(struct metrics *m, const char *slot);
+/* One worker batch served by `snapshots` distinct snapshots (any thread). */
+void metrics_record_batch_snapshots(struct metrics *m, int snapshots);
 /* One forward pass of `rows` rows (any thread). */
 void metrics_record_batch(struct metrics *m, int rows);
 /* Control-plane events: a /swap that committed (ok) or not, a rollback. */
@@ -44,17 +52,21 @@ void metrics_record_swap(struct metrics *m, bool ok, double stage_ms, double com
 void metrics_record_rollback(struct metrics *m, double commit_us);
 /* A state-file write that failed (lorad_state_write_failures_total). */
 void metrics_record_state_write_failure(struct metrics *m);
-/* Resets the per-variant evidence windows (a canary begins). */
-void metrics_reset_evidence(struct metrics *m);
+/* Resets a slot's per-variant evidence windows (a canary begins there;
+ * NULL: "default"). */
+void metrics_reset_evidence(struct metrics *m, const char *slot);
 
-/* {"stable": {...}, "canary": {...}} of /status. */
-cJSON *metrics_evidence_json(const struct metrics *m);
+/* {"stable": {...}, "canary": {...}} of /status for one slot (NULL:
+ * "default"). */
+cJSON *metrics_evidence_json(const struct metrics *m, const char *slot);
 
 /* What /metrics shows beside the counters, read by the caller. */
 struct metrics_gauges {
     const struct serving_view *view; /* NULL: no serving state yet */
     size_t queue_depth;              /* /infer requests waiting for a worker */
     size_t inflight;                 /* HTTP requests received, not answered */
+    uint64_t resident_bytes;         /* serving_resident_bytes */
+    uint64_t limit_bytes;            /* serving_memory_limit (0: none) */
 };
 /* Prometheus text format 0.0.4 (malloc'd, *len bytes), or NULL. */
 char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, size_t *len);

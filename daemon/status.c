@@ -30,7 +30,7 @@ struct scan_job {
     uv_work_t work;
     struct lorad_server *srv;
     struct http_request *r;
-    struct profile *profile; /* duplicate of srv->profile */
+    struct profile *profile; /* duplicate of the default slot's profile */
     cJSON *result;
 };
 
@@ -115,9 +115,80 @@ static cJSON *status_swaps_json(const struct control_swaps *c)
     return o;
 }
 
+/* The profile of slot sl as /status shows it: the slot's own, else the
+ * configured limits alone (null until the first adapter loads). */
+static cJSON *status_profile_json(const struct lorad_server *srv, const struct serving_slot *sl)
+{
+    const struct profile *p = sl ? serving_slot_profile(sl) : NULL;
+    cJSON *j;
+    if (!p)
+        p = srv->profile;
+    j = p ? profile_to_json(p, srv->model) : NULL;
+    return j ? j : cJSON_CreateNull();
+}
+
+/* stable, canary, history, profile of one slot, added to o. */
+static void status_slot_state(const struct lorad_server *srv, const struct serving_slot *sl,
+                              cJSON *o)
+{
+    int bp = 0;
+    const struct snapshot *canary = serving_slot_canary(sl, &bp);
+    cJSON_AddItemToObject(o, "profile", status_profile_json(srv, sl));
+    cJSON_AddItemToObject(o, "stable", status_snapshot_json(srv, serving_slot_stable(sl)));
+    if (canary) {
+        cJSON *cj = status_snapshot_json(srv, canary);
+        if (cj)
+            cJSON_AddNumberToObject(cj, "percent", bp / 100.0);
+        cJSON_AddItemToObject(o, "canary", cj);
+    } else {
+        cJSON_AddNullToObject(o, "canary");
+    }
+    cJSON *h = cJSON_AddArrayToObject(o, "history");
+    for (size_t i = 0; h && i < serving_slot_history_len(sl); i++)
+        cJSON_AddItemToArray(h, status_snapshot_json(srv, serving_slot_history_at(sl, i)));
+}
+
+cJSON *status_slot_json(const struct lorad_server *srv, const struct serving_slot *sl)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    status_slot_state(srv, sl, o);
+    cJSON *ev = metrics_evidence_json(srv->metrics, serving_slot_name(sl));
+    cJSON_AddItemToObject(o, "requests", ev ? ev : cJSON_CreateNull());
+    return o;
+}
+
+static cJSON *status_slots_json(const struct lorad_server *srv)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < serving_slot_count(srv->serving); i++) {
+        const struct serving_slot *sl = serving_slot_at(srv->serving, i);
+        cJSON *j = status_slot_json(srv, sl);
+        if (j)
+            cJSON_AddItemToObject(o, serving_slot_name(sl), j);
+    }
+    return o;
+}
+
+static cJSON *status_memory_json(const struct lorad_server *srv)
+{
+    cJSON *o = cJSON_CreateObject();
+    uint64_t lim = serving_memory_limit(srv->serving);
+    if (!o)
+        return NULL;
+    cJSON_AddNumberToObject(o, "resident_bytes", (double)serving_resident_bytes(srv->serving));
+    if (lim)
+        cJSON_AddNumberToObject(o, "limit_bytes", (double)lim);
+    else
+        cJSON_AddNullToObject(o, "limit_bytes");
+    return o;
+}
+
 static cJSON *status_json(struct lorad_server *srv)
 {
     const struct serving_view *v = serving_current(srv->serving);
+    const struct serving_slot *dflt = serving_slot_get(srv->serving, NULL);
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
@@ -134,24 +205,13 @@ static cJSON *status_json(struct lorad_server *srv)
     else
         cJSON_AddBoolToObject(o, "restored", srv->restored > 0);
     cJSON_AddItemToObject(o, "model", status_model_json(srv->model));
-    cJSON *prof = srv->profile ? profile_to_json(srv->profile, srv->model) : NULL;
-    cJSON_AddItemToObject(o, "profile", prof ? prof : cJSON_CreateNull());
-    cJSON_AddItemToObject(o, "stable", status_snapshot_json(srv, v->stable));
-    if (v->canary) {
-        cJSON *cj = status_snapshot_json(srv, v->canary);
-        if (cj)
-            cJSON_AddNumberToObject(cj, "percent", v->canary_bp / 100.0);
-        cJSON_AddItemToObject(o, "canary", cj);
-    } else {
-        cJSON_AddNullToObject(o, "canary");
-    }
-    cJSON *h = cJSON_AddArrayToObject(o, "history");
-    for (size_t i = 0; h && i < serving_history_len(srv->serving); i++)
-        cJSON_AddItemToArray(h, status_snapshot_json(srv, serving_history_at(srv->serving, i)));
+    status_slot_state(srv, dflt, o); /* the top level is slot default */
     cJSON_AddNumberToObject(o, "workers", srv->cfg.workers);
-    cJSON *ev = metrics_evidence_json(srv->metrics);
+    cJSON *ev = metrics_evidence_json(srv->metrics, NULL);
     cJSON_AddItemToObject(o, "requests", ev ? ev : cJSON_CreateNull());
     cJSON_AddItemToObject(o, "swaps", status_swaps_json(control_swaps(srv)));
+    cJSON_AddItemToObject(o, "slots", status_slots_json(srv));
+    cJSON_AddItemToObject(o, "memory", status_memory_json(srv));
     cJSON_AddNumberToObject(o, "next_version", (double)serving_next_version(srv->serving));
     cJSON_AddItemToObject(o, "state_file", statewrite_status_json(srv));
     cJSON_AddStringToObject(o, "blas_core", openblas_get_corename());
@@ -177,12 +237,34 @@ static void scan_work(uv_work_t *work)
     j->result = adapter_describe_all(j->srv->adapter_dirfd, j->srv->model, j->profile);
 }
 
+/* "slots": the slots whose stable or canary is adapter `name` (as the
+ * serving state is now, on the loop thread). */
+static void add_serving_slots(const struct lorad_server *srv, cJSON *a, const char *name)
+{
+    cJSON *names = cJSON_CreateArray();
+    for (size_t i = 0; names && i < serving_slot_count(srv->serving); i++) {
+        const struct serving_slot *sl = serving_slot_at(srv->serving, i);
+        const struct snapshot *st = serving_slot_stable(sl), *ca = serving_slot_canary(sl, NULL);
+        if ((st && strcmp(st->name, name) == 0) || (ca && strcmp(ca->name, name) == 0))
+            cJSON_AddItemToArray(names, cJSON_CreateString(serving_slot_name(sl)));
+    }
+    if (names)
+        cJSON_AddItemToObject(a, "slots", names);
+}
+
 static void scan_done(uv_work_t *work, int status)
 {
     struct scan_job *j = work->data;
     j->srv->adapter_scans--;
     cJSON *o = status >= 0 && j->result ? cJSON_CreateObject() : NULL;
+    cJSON *a;
     if (o) {
+        cJSON_ArrayForEach(a, j->result)
+        {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(a, "name");
+            if (cJSON_IsString(n) && !cJSON_GetObjectItemCaseSensitive(a, "slots"))
+                add_serving_slots(j->srv, a, n->valuestring);
+        }
         cJSON_AddItemToObject(o, "adapters", j->result);
         j->result = NULL;
         http_respond_json(j->r, 200, o, NULL);
@@ -202,7 +284,10 @@ void status_adapters(struct http_request *r)
         goto fail;
     j->srv = srv;
     j->r = r;
-    if (srv->profile && !(j->profile = profile_dup(srv->profile)))
+    const struct profile *dp = serving_slot_profile(serving_slot_get(srv->serving, NULL));
+    if (!dp)
+        dp = srv->profile;
+    if (dp && !(j->profile = profile_dup(dp)))
         goto fail;
     j->work.data = j;
     if (uv_queue_work(srv->loop, &j->work, scan_work, scan_done) < 0)
@@ -257,6 +342,8 @@ void status_metrics(struct http_request *r)
         .view = srv->serving ? serving_current(srv->serving) : NULL,
         .queue_depth = workers_queue_depth(srv->workers),
         .inflight = http_inflight(srv),
+        .resident_bytes = srv->serving ? serving_resident_bytes(srv->serving) : 0,
+        .limit_bytes = srv->serving ? serving_memory_limit(srv->serving) : 0,
     };
     size_t len = 0;
     char *text = metrics_render(srv->metrics, &g, &len);

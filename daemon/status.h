@@ -13,12 +13,18 @@
 
 #include <stdbool.h>
 
+#include <cjson/cJSON.h>
+
 #include "http.h"
 
 struct lorad_server;
 
 /* The handlers (routes of main.c's table). */
 void status_report(struct http_request *r); /* GET /status */
+struct serving_slot;
+/* One slot as /status "slots" shows it (stable, canary, history, profile,
+ * requests); NULL on out-of-memory. */
+cJSON *status_slot_json(const struct lorad_server *srv, const struct serving_slot *sl);
 void status_adapters(struct http_request *r);
 void status_healthz(struct http_request *r);
 void status_readyz(struct http_request *r);

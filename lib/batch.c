@@ -2,10 +2,13 @@
  *
  * Design: passes over the jobs, each job visited once per pass: parse
  * (job->req; shared by the team's members, job i to member i mod n),
- * route (job->variant), then ONE forward over every routed row of the
- * batch: the jobs' rows are copied into one buffer, the stable jobs' then
- * the canary jobs' (so each group is one contiguous run, which the
- * forward computes in place, no gather), each row tagged with its variant,
+ * route (job->slot_name, job->variant, job->snap: the job's slot, then
+ * the variant within it), then ONE forward over every routed row of the
+ * batch, of every slot and variant: the jobs' rows are copied into one
+ * buffer grouped by the snapshot that serves them (each distinct snapshot
+ * one group, one contiguous run, which the forward computes in place, no
+ * gather; the base model's rows of every slot are one group), each row
+ * tagged with its group,
  * and each chunk of forward_scratch_max_rows()
  * rows runs as one forward_run_groups (or forward_run_split on every team
  * member) with one group per variant present in it; then every job's
@@ -28,18 +31,22 @@
 
 #include "forward.h"
 
-#define N_VARIANTS 2 /* stable, canary */
-
 struct batch_scratch {
     const struct model *m;
     int max_rows;  /* rows per forward pass */
     int base_rank; /* forward scratch rank unless a snapshot needs more */
     int lanes;     /* team members the forward scratch serves */
     struct forward_scratch *fw;
-    float *x, *y;       /* the batch's rows [cap_rows][in] and outputs [cap_rows][out] */
-    unsigned char *var; /* each row's variant [cap_rows] */
+    float *x, *y; /* the batch's rows [cap_rows][in] and outputs [cap_rows][out] */
+    int *grp;     /* each row's group [cap_rows] */
     size_t cap_rows;
     int *idx; /* a chunk's rows by group [max_rows] */
+    /* the batch's groups: each job's, each group's snapshot, a chunk's
+     * forward groups [cap_jobs] */
+    int *gid;
+    const struct snapshot **gsnap;
+    struct forward_group *fg;
+    size_t cap_jobs;
 };
 
 struct batch_scratch *batch_scratch_new_lanes(const struct model *m, int max_rows, int base_rank,
@@ -73,8 +80,11 @@ void batch_scratch_free(struct batch_scratch **scp)
     forward_scratch_free(&sc->fw);
     free(sc->x);
     free(sc->y);
-    free(sc->var);
+    free(sc->grp);
     free(sc->idx);
+    free(sc->gid);
+    free(sc->gsnap);
+    free(sc->fg);
     free(sc);
     *scp = NULL;
 }
@@ -83,7 +93,7 @@ void batch_scratch_free(struct batch_scratch **scp)
 static int scratch_rows(struct batch_scratch *sc, size_t rows)
 {
     float *nx, *ny;
-    unsigned char *nv;
+    int *nv;
     if (rows <= sc->cap_rows)
         return 0;
     nx = realloc(sc->x, rows * (size_t)sc->m->in_features * sizeof(float));
@@ -94,11 +104,32 @@ static int scratch_rows(struct batch_scratch *sc, size_t rows)
     if (!ny)
         return LORAD_E_INTERNAL;
     sc->y = ny;
-    nv = realloc(sc->var, rows);
+    nv = realloc(sc->grp, rows * sizeof(*nv));
     if (!nv)
         return LORAD_E_INTERNAL;
-    sc->var = nv;
+    sc->grp = nv;
     sc->cap_rows = rows;
+    return 0;
+}
+
+/* Room for the groups of n jobs. */
+static int scratch_groups(struct batch_scratch *sc, size_t n)
+{
+    if (n <= sc->cap_jobs)
+        return 0;
+    int *g = realloc(sc->gid, n * sizeof(*g));
+    if (!g)
+        return LORAD_E_INTERNAL;
+    sc->gid = g;
+    const struct snapshot **gs = realloc(sc->gsnap, n * sizeof(*gs));
+    if (!gs)
+        return LORAD_E_INTERNAL;
+    sc->gsnap = gs;
+    struct forward_group *fg = realloc(sc->fg, n * sizeof(*fg));
+    if (!fg)
+        return LORAD_E_INTERNAL;
+    sc->fg = fg;
+    sc->cap_jobs = n;
     return 0;
 }
 
@@ -131,18 +162,57 @@ static void job_parse(struct batch_job *j, const struct model *m, const struct b
     j->rows = rc == 0 ? j->req.rows : 0;
 }
 
-/* Pass 2: routes a parsed job under view v; a pin wins over a route key. */
-static void job_route(struct batch_job *j, struct serving *s, const struct serving_view *v)
+/* The job's slot under view v (NULL: failed). */
+static const struct serving_slot_view *job_slot(struct batch_job *j, const struct serving_view *v)
+{
+    const char *name = j->req.slot ? j->req.slot : j->slot;
+    size_t len = j->req.slot ? j->req.slot_len : j->slot_len;
+    const struct serving_slot_view *sv;
+    char buf[SERVING_SLOT_NAME_MAX + 1];
+    if (!name)
+        return v->dflt;
+    if (len > SERVING_SLOT_NAME_MAX || memchr(name, '\0', len)) {
+        lorad_error_set(&j->err, LORAD_E_INVALID_REQUEST,
+                        "slot name does not match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+        j->code = LORAD_E_INVALID_REQUEST;
+        return NULL;
+    }
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    if (!serving_slot_name_valid(buf)) {
+        lorad_error_set(&j->err, LORAD_E_INVALID_REQUEST,
+                        "slot name \"%.130s\" does not match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                        buf);
+        j->code = LORAD_E_INVALID_REQUEST;
+        return NULL;
+    }
+    if (!(sv = serving_view_slot(v, buf, len))) {
+        lorad_error_set(&j->err, LORAD_E_SLOT_NOT_FOUND, "no slot \"%s\"", buf);
+        j->code = LORAD_E_SLOT_NOT_FOUND;
+    }
+    return sv;
+}
+
+/* Pass 2: routes a parsed job under view v: its slot, then a pin wins
+ * over a route key. */
+static void job_route(struct batch_job *j, const struct serving_view *v)
 {
     int pin = j->req.pin != INFERBODY_PIN_NONE ? j->req.pin : j->pin;
     const char *key = j->req.route_key ? j->req.route_key : j->route_key;
     size_t keylen = j->req.route_key ? j->req.route_key_len : j->route_key_len;
-    if (pin == SERVING_CANARY && !v->canary)
+    const struct serving_slot_view *sv = job_slot(j, v);
+    if (!sv)
+        return;
+    if (pin == SERVING_CANARY && !sv->canary) {
         job_fail(j, LORAD_E_NO_CANARY, "variant \"canary\" requested but no canary is live");
-    else if (pin == SERVING_CANARY || pin == SERVING_STABLE)
+        return;
+    }
+    if (pin == SERVING_CANARY || pin == SERVING_STABLE)
         j->variant = (enum serving_variant)pin;
     else
-        j->variant = serving_route(s, v, key, keylen);
+        j->variant = serving_route_slot(sv, key, keylen);
+    j->snap = j->variant == SERVING_CANARY ? sv->canary : sv->stable;
+    snprintf(j->slot_name, sizeof(j->slot_name), "%s", sv->name);
 }
 
 /* Pass 4: job j's answer from its outputs y, as served by snap. */
@@ -157,6 +227,7 @@ static void job_answer(struct batch_job *j, const struct model *m, const struct 
         .adapter = snap ? snap->name : NULL,
         .version = snap ? snap->version : 0,
         .variant = j->variant,
+        .slot = j->slot_name,
     };
     int rc = j->binary ? inferbody_write_binary(&a, &j->resp, &j->resp_len, &j->nonfinite_rows)
                        : inferbody_write_json(&a, &j->resp, &j->resp_len, &j->nonfinite_rows);
@@ -176,8 +247,8 @@ struct batch_ctx {
     struct batch_job *const *jobs;
     size_t n;
     struct batch_scratch *sc;
-    const struct snapshot *snap[N_VARIANTS]; /* by enum serving_variant */
-    int members;                             /* threads sharing the pass being run */
+    int ngroups; /* distinct snapshots: sc->gsnap[0..ngroups) */
+    int members; /* threads sharing the pass being run */
     /* the chunk being run */
     const struct forward_group *g;
     int ng, rows;
@@ -221,7 +292,7 @@ static void answer_part(void *arg, int me)
     for (size_t i = (size_t)me; i < c->n; i += (size_t)c->members) {
         struct batch_job *j = c->jobs[i];
         if (j->code == 0)
-            job_answer(j, c->m, c->snap[j->variant], c->sc->y + j->row_off * outw);
+            job_answer(j, c->m, j->snap, c->sc->y + j->row_off * outw);
     }
 }
 
@@ -233,20 +304,20 @@ static void forward_part(void *arg, int me)
                       t ? t->barrier : NULL, t ? t->team : NULL);
 }
 
-/* Rows [off, off + rows) as one forward, a group per variant in them. */
+/* Rows [off, off + rows) as one forward, a group per snapshot in them. */
 static void run_chunk(struct batch_ctx *c, size_t off, int rows)
 {
     struct batch_scratch *sc = c->sc;
-    struct forward_group g[N_VARIANTS];
+    struct forward_group *g = sc->fg;
     int ng = 0, used = 0;
 
-    for (int var = 0; var < N_VARIANTS; var++) {
+    for (int grp = 0; grp < c->ngroups; grp++) {
         int k = 0;
         for (int r = 0; r < rows; r++)
-            if (sc->var[off + (size_t)r] == var)
+            if (sc->grp[off + (size_t)r] == grp)
                 sc->idx[used + k++] = r;
         if (k > 0)
-            g[ng++] = (struct forward_group){c->snap[var], sc->idx + used, k};
+            g[ng++] = (struct forward_group){sc->gsnap[grp], sc->idx + used, k};
         used += k;
     }
     c->g = g;
@@ -267,30 +338,43 @@ static void run_rows(struct batch_ctx *c)
     size_t total = 0, off, i;
     int rank = 0, chunk;
 
-    for (i = 0; i < c->n; i++)
-        if (c->jobs[i]->code == 0) {
-            const struct snapshot *snap = c->snap[c->jobs[i]->variant];
-            total += (size_t)c->jobs[i]->req.rows;
-            if (snap && snap->rank > rank)
-                rank = snap->rank;
+    if (sc && scratch_groups(sc, c->n) != 0)
+        sc = NULL;
+    c->ngroups = 0;
+    for (i = 0; sc && i < c->n; i++) {
+        struct batch_job *j = c->jobs[i];
+        int k;
+        if (j->code != 0)
+            continue;
+        for (k = 0; k < c->ngroups && sc->gsnap[k] != j->snap; k++)
+            ;
+        if (k == c->ngroups) {
+            sc->gsnap[c->ngroups++] = j->snap;
+            if (j->snap && j->snap->rank > rank)
+                rank = j->snap->rank;
         }
-    if (total == 0)
+        sc->gid[i] = k;
+        total += (size_t)j->req.rows;
+    }
+    if (sc && total == 0)
         return;
     if (!sc || scratch_rows(sc, total) != 0 || scratch_forward(sc, rank) != 0) {
+        c->ngroups = 0;
         for (i = 0; i < c->n; i++)
             if (c->jobs[i]->code == 0)
                 job_fail(c->jobs[i], LORAD_E_INTERNAL, "out of memory in the worker");
         return;
     }
     off = 0;
-    for (int var = 0; var < N_VARIANTS; var++) /* by variant: each group one run */
+    for (int grp = 0; grp < c->ngroups; grp++) /* by snapshot: each group one run */
         for (i = 0; i < c->n; i++) {
             struct batch_job *j = c->jobs[i];
-            if (j->code != 0 || (int)j->variant != var)
+            if (j->code != 0 || sc->gid[i] != grp)
                 continue;
             j->row_off = off;
             memcpy(sc->x + off * width, j->req.x, (size_t)j->req.rows * width * sizeof(float));
-            memset(sc->var + off, var, (size_t)j->req.rows);
+            for (size_t r = 0; r < (size_t)j->req.rows; r++)
+                sc->grp[off + r] = grp;
             off += (size_t)j->req.rows;
         }
     chunk = forward_scratch_max_rows(sc->fw);
@@ -314,17 +398,19 @@ void batch_run(const struct model *m, struct serving *s, const struct batch_para
         j->adapter[0] = '\0';
         j->version = 0;
         j->variant = SERVING_STABLE;
+        j->slot_name[0] = '\0';
+        j->snap = NULL;
         j->nonfinite_rows = 0;
         j->row_off = 0;
     }
     on_team(&c, parse_part, n);
     v = serving_read(s); /* once per batch */
-    c.snap[SERVING_STABLE] = v->stable;
-    c.snap[SERVING_CANARY] = v->canary;
     for (i = 0; i < n; i++)
         if (jobs[i]->code == 0)
-            job_route(jobs[i], s, v);
+            job_route(jobs[i], v);
     run_rows(&c);
+    if (p->on_snapshots && c.ngroups > 0)
+        p->on_snapshots(p->arg, c.ngroups);
     on_team(&c, answer_part, n);
     for (i = 0; i < n; i++)
         inferbody_req_free(&jobs[i]->req); /* the rows are no longer needed */

@@ -48,21 +48,25 @@ struct batch_job {
     bool binary;           /* rows of little-endian f32 (else JSON) */
     const char *route_key; /* a route key copied from the headers, or NULL */
     size_t route_key_len;
-    int pin; /* a pin from the headers: BATCH_PIN_NONE or an enum serving_variant */
+    int pin;          /* a pin from the headers: BATCH_PIN_NONE or an enum serving_variant */
+    const char *slot; /* X-Lorad-Slot copied from the headers, or NULL */
+    size_t slot_len;
     /* out: set by batch_run */
     int code;               /* 0: answered; else the negative lorad_err of err */
     struct lorad_error err; /* when code < 0: the message */
     char *resp;             /* code 0: the answer (malloc'd; the caller takes it) */
     size_t resp_len;
-    const char *resp_type;               /* its media type (static string) */
-    char adapter[SNAPSHOT_NAME_MAX + 1]; /* the snapshot that answered; "" = base model */
-    uint64_t version;                    /* its version (0: base model) */
-    enum serving_variant variant;        /* the variant that answered */
-    int rows;                            /* rows answered */
-    int nonfinite_rows;                  /* rows with a non-finite output */
+    const char *resp_type;                     /* its media type (static string) */
+    char adapter[SNAPSHOT_NAME_MAX + 1];       /* the snapshot that answered; "" = base model */
+    uint64_t version;                          /* its version (0: base model) */
+    enum serving_variant variant;              /* the variant that answered */
+    char slot_name[SERVING_SLOT_NAME_MAX + 1]; /* the slot that answered */
+    int rows;                                  /* rows answered */
+    int nonfinite_rows;                        /* rows with a non-finite output */
     /* private to batch.c */
     struct inferbody_req req;
-    size_t row_off; /* its first row in the batch's rows */
+    const struct snapshot *snap; /* what serves it (NULL: base model) */
+    size_t row_off;              /* its first row in the batch's rows */
 };
 
 /* Threads that share one batch: the caller's thread is member 0. */
@@ -82,6 +86,9 @@ struct batch_params {
     /* Called after each forward pass with its rows (NULL: nobody), on the
      * thread running batch_run: the daemon's batch-size histogram. */
     void (*on_forward)(void *arg, int rows);
+    /* Called once per batch with the number of distinct snapshots that
+     * served it (NULL: nobody), on the same thread. */
+    void (*on_snapshots)(void *arg, int snapshots);
     void *arg;
     /* The team sharing the batch, or NULL: this thread alone. Its n must
      * not exceed the scratch's lanes. */

@@ -39,6 +39,10 @@ static const char *const err_names[] = {
     [-LORAD_E_NOT_DURABLE] = "not_durable",
     [-LORAD_E_URI_TOO_LONG] = "uri_too_long",
     [-LORAD_E_HEADERS_TOO_LARGE] = "headers_too_large",
+    [-LORAD_E_SLOT_NOT_FOUND] = "slot_not_found",
+    [-LORAD_E_TOO_MANY_SLOTS] = "too_many_slots",
+    [-LORAD_E_MEMORY_LIMIT] = "memory_limit",
+    [-LORAD_E_DEFAULT_SLOT] = "default_slot",
 };
 
 const char *lorad_err_name(int code)

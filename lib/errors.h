@@ -61,6 +61,11 @@ enum lorad_err {
      * (below libmicrohttpd's, whose own answers are HTML). */
     LORAD_E_URI_TOO_LONG = -31,
     LORAD_E_HEADERS_TOO_LARGE = -32,
+    /* Slots (SPEC 1, 6): 404, 409, 409, 409. */
+    LORAD_E_SLOT_NOT_FOUND = -33,
+    LORAD_E_TOO_MANY_SLOTS = -34,
+    LORAD_E_MEMORY_LIMIT = -35,
+    LORAD_E_DEFAULT_SLOT = -36,
 };
 
 #define LORAD_ERROR_MSG_MAX 512

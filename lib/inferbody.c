@@ -381,21 +381,21 @@ static const char *type_name(char c)
     }
 }
 
-enum { K_INPUT = 1, K_INPUTS = 2, K_ROUTE = 4, K_VARIANT = 8 };
+enum { K_INPUT = 1, K_INPUTS = 2, K_ROUTE = 4, K_VARIANT = 8, K_SLOT = 16 };
 
 /* Which key `key` is (0: unknown); refuses a repeated one and input with
  * inputs. */
 static int jp_key(struct jp *j, const char *key, unsigned *seen, unsigned *k)
 {
-    static const char *const names[] = {"input", "inputs", "route_key", "variant"};
+    static const char *const names[] = {"input", "inputs", "route_key", "variant", "slot"};
     *k = 0;
-    for (unsigned i = 0; i < 4 && !*k; i++)
+    for (unsigned i = 0; i < 5 && !*k; i++)
         if (strcmp(key, names[i]) == 0)
             *k = 1u << i;
     if (!*k)
         return lorad_error_set(
             j->err, LORAD_E_INVALID_REQUEST,
-            "unknown key \"%.100s\" (allowed: input, inputs, route_key, variant)", key);
+            "unknown key \"%.100s\" (allowed: input, inputs, route_key, variant, slot)", key);
     if (*seen & *k)
         return lorad_error_set(j->err, LORAD_E_INVALID_REQUEST, "duplicate key \"%s\"", key);
     if ((*k & (K_INPUT | K_INPUTS)) && (*seen & (K_INPUT | K_INPUTS)))
@@ -405,7 +405,7 @@ static int jp_key(struct jp *j, const char *key, unsigned *seen, unsigned *k)
     return 0;
 }
 
-/* The value of "route_key" or "variant" (j->p at it). */
+/* The value of "route_key", "slot" or "variant" (j->p at it). */
 static int jp_text_value(struct jp *j, const char *key, unsigned k, struct inferbody_req *req)
 {
     char *sv = NULL;
@@ -419,6 +419,11 @@ static int jp_text_value(struct jp *j, const char *key, unsigned k, struct infer
     if (k == K_ROUTE) {
         req->route_key = sv;
         req->route_key_len = svlen;
+        return 0;
+    }
+    if (k == K_SLOT) {
+        req->slot = sv;
+        req->slot_len = svlen;
         return 0;
     }
     if (strcmp(sv, "stable") == 0)
@@ -595,6 +600,7 @@ void inferbody_req_free(struct inferbody_req *r)
 {
     free(r->x);
     free(r->route_key);
+    free(r->slot);
     memset(r, 0, sizeof(*r));
     r->pin = INFERBODY_PIN_NONE;
 }
@@ -740,16 +746,10 @@ static char *put_row(char *o, const float *y, int n, bool *nonfinite)
     return o;
 }
 
-/* ,"adapter":"NAME" (quotes and backslashes escaped, control characters
- * dropped) or ,"adapter":null. */
-static char *put_adapter(char *o, const char *name)
+/* "NAME" (quotes and backslashes escaped, control characters dropped). */
+static char *put_name(char *o, const char *name)
 {
-    if (!name || !name[0]) {
-        memcpy(o, ",\"adapter\":null", 15);
-        return o + 15;
-    }
-    memcpy(o, ",\"adapter\":\"", 12);
-    o += 12;
+    *o++ = '"';
     for (; *name; name++) {
         unsigned char c = (unsigned char)*name;
         if (c < 0x20)
@@ -762,10 +762,21 @@ static char *put_adapter(char *o, const char *name)
     return o;
 }
 
+/* ,"adapter":"NAME" or ,"adapter":null. */
+static char *put_adapter(char *o, const char *name)
+{
+    if (!name || !name[0]) {
+        memcpy(o, ",\"adapter\":null", 15);
+        return o + 15;
+    }
+    memcpy(o, ",\"adapter\":", 11);
+    return put_name(o + 11, name);
+}
+
 int inferbody_write_json(const struct inferbody_answer *a, char **body, size_t *len,
                          int *nonfinite_rows)
 {
-    size_t name = a->adapter ? strlen(a->adapter) : 0;
+    size_t name = (a->adapter ? strlen(a->adapter) : 0) + (a->slot ? strlen(a->slot) : 7);
     size_t cap = (size_t)a->rows * ((size_t)a->width * 17 + 4) + name * 2 + 128;
     char *b = malloc(cap), *o;
     int r, nf = 0;
@@ -784,8 +795,12 @@ int inferbody_write_json(const struct inferbody_answer *a, char **body, size_t *
     if (a->multi_rows)
         *o++ = ']';
     o = put_adapter(o, a->adapter);
-    o += sprintf(o, ",\"version\":%llu,\"variant\":\"%s\"}", (unsigned long long)a->version,
-                 serving_variant_name(a->variant));
+    o +=
+        sprintf(o, ",\"version\":%llu,\"variant\":\"%s\",\"slot\":", (unsigned long long)a->version,
+                serving_variant_name(a->variant));
+    o = put_name(o, a->slot ? a->slot : "default");
+    *o++ = '}';
+    *o = '\0';
     *body = b;
     *len = (size_t)(o - b);
     *nonfinite_rows = nf;

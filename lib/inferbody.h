@@ -2,8 +2,8 @@
  * (SPEC.md 6, data plane), without HTTP.
  *
  * Requests come in two encodings. JSON has a fixed shape
- * ({"input": [...]} or {"inputs": [[...], ...]}, optional "route_key" and
- * "variant"), so a small strict parser written for that shape reads it:
+ * ({"input": [...]} or {"inputs": [[...], ...]}, optional "route_key",
+ * "variant" and "slot"), so a small strict parser written for that shape reads it:
  * numbers go straight into the row buffer, and every rule of SPEC 6 has its
  * own precise message (malformed JSON with its byte offset, trailing
  * garbage, duplicate and unknown keys, wrong types, row lengths, row
@@ -13,7 +13,7 @@
  * LORAD_E_INVALID_REQUEST with the message.
  *
  * Answers: JSON ({"output": [...]} or {"outputs": [[...], ...]}, then
- * "adapter", "version", "variant") with every f32 printed exactly as
+ * "adapter", "version", "variant", "slot") with every f32 printed exactly as
  * printf("%.9g") prints it, so it reads back as the same f32, and every
  * non-finite value as null; or binary, rows of little-endian f32. Both
  * count the rows holding a non-finite value (X-Lorad-Nonfinite).
@@ -50,6 +50,8 @@ struct inferbody_req {
     char *route_key;      /* "route_key" of a JSON body (NUL-terminated), or NULL */
     size_t route_key_len; /* its length in bytes */
     int pin;              /* "variant": INFERBODY_PIN_NONE or an enum serving_variant */
+    char *slot;           /* "slot" (NUL-terminated), or NULL: the default slot */
+    size_t slot_len;      /* its length in bytes */
 };
 
 /* Parses a JSON body of rows `width` values wide, at most `max_rows` rows
@@ -81,6 +83,7 @@ struct inferbody_answer {
     const char *adapter; /* the snapshot's name; NULL or "": the base model */
     uint64_t version;    /* 0 for the base model */
     enum serving_variant variant;
+    const char *slot; /* the slot that answered; NULL: "default" */
 };
 
 /* The JSON answer into *body (malloc'd, *len bytes, NUL-terminated) and

@@ -1,8 +1,8 @@
 /* lorad — statefile.h: the persistent serving state (SPEC.md 8).
  *
- * What lorad served survives restarts in one small JSON file: stable, canary
- * with its share, history (adapter name, version, sha256 each), generation,
- * the profile, and a version floor. The file is rewritten after every
+ * What lorad served survives restarts in one small JSON file: for every
+ * slot its stable, canary with its share, history (adapter name, version,
+ * sha256 each) and profile; generation and a version floor. The file is rewritten after every
  * commit, atomically: write a temp file in the same directory, fsync it,
  * rename it over the old one, fsync the directory. A crash at any instant
  * leaves the old or the new file, never a broken one.
@@ -29,10 +29,11 @@
 #include "model.h"
 #include "serving.h"
 
-/* The serving state as JSON text, malloc'd (caller frees), or NULL on
- * out-of-memory: serving_persisted(), so a change held pending
- * (serving_hold) is included. `profile` may be NULL (none yet). Writer
- * thread. */
+/* The serving state of every slot as JSON text, malloc'd (caller frees),
+ * or NULL on out-of-memory: the persisted accessors (serving.h), so a
+ * change held pending (serving_hold) is included. A slot without a
+ * profile of its own is written with `profile` (may be NULL: none yet).
+ * Writer thread. */
 char *statefile_render(const struct serving *s, const struct profile *profile,
                        const struct model *m);
 
@@ -75,5 +76,31 @@ enum statefile_restored {
 enum statefile_restored statefile_restore(const char *path, int adapter_dirfd,
                                           const struct model *m, struct serving *s,
                                           struct profile **profile, struct lorad_error *err);
+
+/* How statefile_restore_slots runs and reports. */
+struct statefile_restore_opts {
+    /* Runs task(arg, i) for every i < n, possibly in parallel, and returns
+     * when all are done (NULL: one after the other on this thread). */
+    void (*run)(void *run_arg, size_t n, void (*task)(void *arg, size_t i), void *arg);
+    /* Told of every slot that did not restore as recorded (NULL: nobody);
+     * the slot name and why. */
+    void (*on_slot_failed)(void *run_arg, const char *slot, const struct lorad_error *why);
+    void *run_arg;
+    /* out: slot default restored as recorded (false also without a file) */
+    bool default_restored;
+};
+
+/* statefile_restore with slots (SPEC 8): every slot of the file restores
+ * on its own, one task per slot. Slot default as statefile_restore says
+ * (all or nothing; *profile takes its recorded profile); any other slot
+ * whose files changed comes back on the base model with the history
+ * entries that still match, and its profile. STATEFILE_FAILED (err: the
+ * first failure) when any slot failed, the others restored all the same.
+ * statefile_restore is this with opts all NULL. */
+enum statefile_restored statefile_restore_slots(const char *path, int adapter_dirfd,
+                                                const struct model *m, struct serving *s,
+                                                struct profile **profile,
+                                                struct statefile_restore_opts *opts,
+                                                struct lorad_error *err);
 
 #endif

@@ -1,7 +1,9 @@
 #!/bin/sh
 # lorad — scripts/run-demo.sh: `make run`. Writes the demo model and
 # adapters (build/lorad-mkdemo) unless they exist, prints curl commands to
-# try, then runs the daemon in the foreground on the demo config.
+# try, then runs the daemon on the demo config and, once it is ready, gives
+# it three slots: default (demo-a, the initial adapter), team-b (demo-b)
+# and team-c (demo-c). Signals go to the daemon; the script exits with it.
 #   usage: scripts/run-demo.sh BUILD_DIR
 set -eu
 B=${1:-build}
@@ -33,6 +35,11 @@ Try, in another terminal:
   $CURL -X POST $URL/promote -d '{}'
   # a broken adapter (rank above max_rank) is refused and nothing changes
   $CURL -X POST $URL/swap -d '{"adapter": "bad-rank"}'
+  # slots: team-b and team-c serve their own adapters beside default
+  $CURL -X POST $URL/infer -d "{\"slot\": \"team-b\", \"input\": [\$(yes 0.5 | head -n $IN | paste -sd,)]}"
+  $CURL -X POST $URL/swap -d '{"slot": "team-d", "adapter": "demo-f16"}'
+  $CURL -X POST $URL/rollback -d '{"slot": "team-d"}'
+  $CURL -X POST $URL/unload -d '{"slot": "team-d"}'
   # state, adapters, metrics
   $CURL $URL/status
   $CURL $URL/adapters
@@ -41,4 +48,34 @@ Try, in another terminal:
 Ctrl-C (SIGINT) drains and exits; SIGHUP reloads the config.
 
 MSG
-exec "$B/lorad" --config "$DEMO/lorad.json"
+"$B/lorad" --config "$DEMO/lorad.json" &
+PID=$!
+for sig in INT TERM HUP; do
+    # shellcheck disable=SC2064
+    trap "kill -s $sig $PID 2>/dev/null" "$sig"
+done
+# The demo's slots, once the daemon is ready (kept by its state file).
+if command -v curl >/dev/null 2>&1; then
+    i=0
+    while [ $i -lt 100 ] && ! $CURL -o /dev/null -f "$URL/readyz" 2>/dev/null; do
+        kill -0 $PID 2>/dev/null || break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    for pair in team-b:demo-b team-c:demo-c; do
+        slot=${pair%%:*}
+        if ! $CURL "$URL/status" 2>/dev/null | grep -q "\"$slot\""; then
+            $CURL -o /dev/null -X POST "$URL/swap" \
+                -d "{\"slot\": \"$slot\", \"adapter\": \"${pair#*:}\"}" || true
+        fi
+    done
+    echo "run-demo: slots default (demo-a), team-b (demo-b), team-c (demo-c)"
+fi
+# wait returns early when a trapped signal arrives: wait again until the
+# daemon has exited, then exit with its status
+while :; do
+    rc=0
+    wait $PID || rc=$?
+    kill -0 $PID 2>/dev/null || break
+done
+exit "$rc"

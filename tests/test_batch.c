@@ -5,7 +5,8 @@
  * batch_run. Every output is checked against testutil's naive double
  * reference (tu_ref_forward) for the snapshot the answer names. Covered:
  * a batch mixing stable, canary, binary, multi-row and bad jobs (every job
- * answered, bad ones with their precise 400, good ones correct), the
+ * answered, bad ones with their precise 400, good ones correct, all rows
+ * in one forward), jobs of several slots in one forward, the
  * routing rules (a pin wins over a route key; the body's over the
  * headers'), a canary pin without a canary, chunking at the scratch's row
  * limit with the rows of each forward reported, a rank larger than the
@@ -523,6 +524,128 @@ START_TEST(test_no_scratch)
 }
 END_TEST
 
+/* A slot's job answered by adapter k (-1: the base model): the slot, the
+ * snapshot and the outputs against the reference. */
+static void expect_slot_answer(const struct batch_job *j, const double *x, int k, const char *slot,
+                               const char *what)
+{
+    double *want = reference(x, 1, k);
+    float got[OUTW];
+    ck_assert_msg(j->code == 0, "%s: failed: %s", what, j->err.msg);
+    ck_assert_str_eq(j->slot_name, slot);
+    ck_assert_str_eq(j->adapter, k < 0 ? "" : F.ad[k].name);
+    if (j->binary) {
+        memcpy(got, j->resp, sizeof(got));
+    } else {
+        cJSON *o = cJSON_ParseWithLength(j->resp, j->resp_len), *val;
+        size_t n = 0;
+        ck_assert_ptr_nonnull(o);
+        ck_assert_str_eq(cJSON_GetObjectItem(o, "slot")->valuestring, slot);
+        cJSON_ArrayForEach(val, cJSON_GetObjectItem(o, "output")) got[n++] =
+            (float)val->valuedouble;
+        ck_assert_uint_eq(n, OUTW);
+        cJSON_Delete(o);
+    }
+    double worst = tu_worst_ratio(got, want, OUTW, ATOL, RTOL);
+    ck_assert_msg(worst <= 1.0, "%s: outputs off the reference (worst ratio %g)", what, worst);
+    free(want);
+}
+
+static int snapshots_seen;
+static void on_snapshots(void *arg, int n)
+{
+    (void)arg;
+    snapshots_seen = n;
+}
+
+/* Slots: "slot" in the body wins over X-Lorad-Slot; each slot serves its
+ * own snapshot; jobs of several slots share the batch, one forward per
+ * distinct snapshot (the base model's rows of every slot together); an
+ * unknown slot is slot_not_found, a bad name 400, a canary pin in a slot
+ * without one no_canary. */
+START_TEST(test_slots)
+{
+    fixture_up(true);
+    struct lorad_error err = {0};
+    struct serving_commit c;
+    struct profile *prof = NULL;
+    char *adir = tu_path(F.root, "adapters");
+    int fd = open(adir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(profile_from_config(F.m, 8, NULL, 0, &prof, &err), 0);
+    ck_assert_int_eq(serving_slot_swap(F.s, "team", stage(fd, &F.ad[1], prof), -1, &c, &err), 0);
+    ck_assert_int_eq(serving_slot_swap(F.s, "base", stage(fd, &F.ad[0], prof), -1, &c, &err), 0);
+    ck_assert_int_eq(serving_slot_rollback(F.s, "base", NULL, &c, &err), 0); /* base model */
+    ck_assert_int_eq(serving_slot_swap(F.s, "base2", stage(fd, &F.ad[0], prof), -1, &c, &err), 0);
+    ck_assert_int_eq(serving_slot_rollback(F.s, "base2", NULL, &c, &err), 0);
+    profile_free(&prof);
+    close(fd);
+    free(adir);
+
+    double *x = tu_rand_array(&F.rng, 10 * IN0, -1, 1);
+    char *b0 = json_body(x, 1, false, "\"slot\":\"team\"");
+    float *f1 = f32_rows(x + IN0, 1);
+    char *b2 = json_body(x + 2 * IN0, 1, false, "\"slot\":\"team\"");
+    char *b3 = json_body(x + 3 * IN0, 1, false, "\"slot\":\"nope\"");
+    char *b4 = json_body(x + 4 * IN0, 1, false, "\"slot\":\"bad name\"");
+    char *b5 = json_body(x + 5 * IN0, 1, false, "\"slot\":\"team\",\"variant\":\"canary\"");
+    char *b6 = json_body(x + 6 * IN0, 1, false, NULL);
+    char *b7 = json_body(x + 7 * IN0, 1, false, "\"slot\":\"base\"");
+    char *b8 = json_body(x + 8 * IN0, 1, false, "\"slot\":\"base2\"");
+    struct batch_job jobs[9] = {
+        job_json(b0, NULL, BATCH_PIN_NONE),
+        {.body = (const char *)f1,
+         .body_len = IN0 * 4,
+         .binary = true,
+         .pin = BATCH_PIN_NONE,
+         .slot = "team",
+         .slot_len = 4},
+        job_json(b2, NULL, BATCH_PIN_NONE),
+        job_json(b3, NULL, BATCH_PIN_NONE),
+        job_json(b4, NULL, BATCH_PIN_NONE),
+        job_json(b5, NULL, BATCH_PIN_NONE),
+        job_json(b6, NULL, SERVING_STABLE),
+        job_json(b7, NULL, BATCH_PIN_NONE),
+        job_json(b8, NULL, BATCH_PIN_NONE),
+    };
+    jobs[2].slot = "default"; /* the body's "team" wins */
+    jobs[2].slot_len = 7;
+    jobs[6].slot = "default-and-more"; /* only its first 7 bytes name the slot */
+    jobs[6].slot_len = 7;
+    struct batch_params bp = params;
+    bp.on_snapshots = on_snapshots;
+    struct batch_job *pj[9];
+    for (int i = 0; i < 9; i++)
+        pj[i] = &jobs[i];
+    struct batch_scratch *sc = batch_scratch_new(F.m, 64, 1);
+    serving_reader_online();
+    batch_run(F.m, F.s, &bp, pj, 9, sc);
+    serving_reader_quiescent();
+    serving_reader_offline();
+    expect_slot_answer(&jobs[0], x, 1, "team", "body slot");
+    expect_slot_answer(&jobs[1], x + IN0, 1, "team", "binary, X-Lorad-Slot");
+    expect_slot_answer(&jobs[2], x + 2 * IN0, 1, "team", "body over header");
+    expect_refused(&jobs[3], LORAD_E_SLOT_NOT_FOUND, "no slot \"nope\"");
+    expect_refused(&jobs[4], LORAD_E_INVALID_REQUEST,
+                   "slot name \"bad name\" does not match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+    expect_refused(&jobs[5], LORAD_E_NO_CANARY,
+                   "variant \"canary\" requested but no canary is live");
+    expect_slot_answer(&jobs[6], x + 6 * IN0, 0, "default", "default, pinned stable");
+    expect_slot_answer(&jobs[7], x + 7 * IN0, -1, "base", "base model slot");
+    expect_slot_answer(&jobs[8], x + 8 * IN0, -1, "base2", "another base model slot");
+    /* team's snapshot, default's stable, the base model (two slots): three
+     * snapshots in one forward */
+    ck_assert_int_eq(snapshots_seen, 3);
+    ck_assert_int_eq(F.forwards, 1);
+    ck_assert_int_eq(F.forward_rows, 6);
+    free_jobs(jobs, 9);
+    batch_scratch_free(&sc);
+    free(b0), free(f1), free(b2), free(b3), free(b4), free(b5), free(b6), free(b7), free(b8);
+    free(x);
+    fixture_down();
+}
+END_TEST
+
 static Suite *batch_suite(void)
 {
     Suite *s = suite_create("batch");
@@ -532,6 +655,7 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, test_no_canary);
     tcase_add_loop_test(tc, test_chunks, 0, 3);
     tcase_add_test(tc, test_no_scratch);
+    tcase_add_test(tc, test_slots);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;

@@ -47,11 +47,16 @@ START_TEST(test_names)
         {LORAD_E_NOT_DURABLE, "not_durable"},
         {LORAD_E_URI_TOO_LONG, "uri_too_long"},
         {LORAD_E_HEADERS_TOO_LARGE, "headers_too_large"},
+        /* slots (SPEC 6) */
+        {LORAD_E_SLOT_NOT_FOUND, "slot_not_found"},
+        {LORAD_E_TOO_MANY_SLOTS, "too_many_slots"},
+        {LORAD_E_MEMORY_LIMIT, "memory_limit"},
+        {LORAD_E_DEFAULT_SLOT, "default_slot"},
     };
     size_t n = sizeof(spec) / sizeof(spec[0]);
 
     /* the enum is dense from -1 to the last code: each has a name */
-    ck_assert_int_eq((int)n, -LORAD_E_HEADERS_TOO_LARGE);
+    ck_assert_int_eq((int)n, -LORAD_E_DEFAULT_SLOT);
     for (size_t i = 0; i < n; i++) {
         ck_assert_str_eq(lorad_err_name(spec[i].code), spec[i].name);
         for (size_t k = 0; k < i; k++)
@@ -64,7 +69,7 @@ END_TEST
 START_TEST(test_unknown_codes)
 {
     /* (not INT_MIN: lorad_err_name negates the code, which overflows) */
-    static const int unknown[] = {1, 7, INT_MAX, LORAD_E_HEADERS_TOO_LARGE - 1, -1000, INT_MIN + 1};
+    static const int unknown[] = {1, 7, INT_MAX, LORAD_E_DEFAULT_SLOT - 1, -1000, INT_MIN + 1};
 
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
         ck_assert_str_eq(lorad_err_name(unknown[i]), "internal");

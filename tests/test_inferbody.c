@@ -63,7 +63,7 @@ static const struct bad bad_json[] = {
     {"{\"a\xff\":1}", "malformed JSON at byte 3: invalid UTF-8 in string"},
     {"{\"a\xc0\xaf\":1}", "malformed JSON at byte 3: invalid UTF-8 in string"},
     {"{\"a\xed\xa0\x80\":1}", "malformed JSON at byte 3: invalid UTF-8 in string"},
-    {"{\"x\":1}", "unknown key \"x\" (allowed: input, inputs, route_key, variant)"},
+    {"{\"x\":1}", "unknown key \"x\" (allowed: input, inputs, route_key, variant, slot)"},
     {"{\"input\":[1,2,3],\"input\":[1,2,3]}", "duplicate key \"input\""},
     {"{\"variant\":\"stable\",\"variant\":\"stable\",\"input\":[1,2,3]}",
      "duplicate key \"variant\""},
@@ -256,7 +256,18 @@ START_TEST(test_json_accepts)
         parse("{\"input\":[1,2,3],\"variant\":\"stable\",\"route_key\":\"\"}", &q, &err), 0);
     ck_assert_int_eq(q.pin, SERVING_STABLE);
     ck_assert_uint_eq(q.route_key_len, 0);
+    ck_assert_ptr_null(q.slot);
     inferbody_req_free(&q);
+
+    /* "slot": any string here (batch.c checks the name rule) */
+    ck_assert_int_eq(parse("{\"slot\":\"team-a\",\"input\":[1,2,3]}", &q, &err), 0);
+    ck_assert_str_eq(q.slot, "team-a");
+    ck_assert_uint_eq(q.slot_len, 6);
+    inferbody_req_free(&q);
+    ck_assert_int_ne(parse("{\"slot\":1,\"input\":[1,2,3]}", &q, &err), 0);
+    ck_assert(strstr(err.msg, "\"slot\" must be a string"));
+    ck_assert_int_ne(parse("{\"slot\":\"a\",\"slot\":\"b\",\"input\":[1,2,3]}", &q, &err), 0);
+    ck_assert(strstr(err.msg, "duplicate key \"slot\""));
 }
 END_TEST
 
@@ -439,14 +450,14 @@ END_TEST
 START_TEST(test_write_json)
 {
     const float y[] = {1.5f, -0.0f, 3e-7f, NAN, 2.0f, INFINITY, 7, 8, 9};
-    struct inferbody_answer a = {y, 1, 3, false, NULL, 0, SERVING_STABLE};
+    struct inferbody_answer a = {y, 1, 3, false, NULL, 0, SERVING_STABLE, NULL};
     char *b;
     size_t len;
     int nf;
 
     ck_assert_int_eq(inferbody_write_json(&a, &b, &len, &nf), 0);
     ck_assert_str_eq(b, "{\"output\":[1.5,-0,3.00000011e-07],\"adapter\":null,\"version\":0,"
-                        "\"variant\":\"stable\"}");
+                        "\"variant\":\"stable\",\"slot\":\"default\"}");
     ck_assert_uint_eq(len, strlen(b));
     ck_assert_int_eq(nf, 0);
     free(b);
@@ -456,10 +467,11 @@ START_TEST(test_write_json)
     a.adapter = "demo-\"b\"\\\x01";
     a.version = 42;
     a.variant = SERVING_CANARY;
+    a.slot = "team-\"a\"";
     ck_assert_int_eq(inferbody_write_json(&a, &b, &len, &nf), 0);
-    ck_assert_str_eq(b,
-                     "{\"outputs\":[[1.5,-0,3.00000011e-07],[null,2,null],[7,8,9]],"
-                     "\"adapter\":\"demo-\\\"b\\\"\\\\\",\"version\":42,\"variant\":\"canary\"}");
+    ck_assert_str_eq(b, "{\"outputs\":[[1.5,-0,3.00000011e-07],[null,2,null],[7,8,9]],"
+                        "\"adapter\":\"demo-\\\"b\\\"\\\\\",\"version\":42,\"variant\":\"canary\","
+                        "\"slot\":\"team-\\\"a\\\"\"}");
     ck_assert_int_eq(nf, 1); /* one row holds both non-finite values */
     free(b);
 
@@ -476,7 +488,7 @@ END_TEST
 START_TEST(test_write_binary)
 {
     const float y[] = {1.5f, NAN, 3, 4, 5, 6, -INFINITY, 8, 9};
-    struct inferbody_answer a = {y, 3, 3, true, "x", 1, SERVING_STABLE};
+    struct inferbody_answer a = {y, 3, 3, true, "x", 1, SERVING_STABLE, NULL};
     char *b;
     size_t len;
     int nf;

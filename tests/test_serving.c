@@ -770,6 +770,357 @@ START_TEST(test_concurrent_readers)
 }
 END_TEST
 
+/* ---- slots ---- */
+
+static const struct serving_slot *slot_of(const struct serving *s, const char *name)
+{
+    const struct serving_slot *sl = serving_slot_get(s, name);
+    ck_assert_msg(sl != NULL, "no slot %s", name);
+    return sl;
+}
+
+START_TEST(test_slots_create_and_unload)
+{
+    struct serving *s = serving_new(4);
+    struct serving_commit c;
+    struct lorad_error e = {0};
+    const struct serving_view *v = serving_current(s);
+    uint64_t g;
+
+    ck_assert_uint_eq(serving_slot_count(s), 1);
+    ck_assert_uint_eq(v->nslots, 1);
+    ck_assert_str_eq(v->dflt->name, "default");
+    ck_assert_ptr_eq(serving_view_slot(v, NULL, 0), v->dflt);
+    ck_assert_ptr_eq(serving_view_slot(v, "default", 7), v->dflt);
+    ck_assert_ptr_null(serving_view_slot(v, "team-a", 6));
+
+    ck_assert_uint_eq(swap_stable(s, "a"), 1); /* default */
+    /* a swap naming a new slot creates it, from the base model (history [0]) */
+    ck_assert_int_eq(serving_slot_swap(s, "team-a", mk("b"), -1, &c, &e), 0);
+    ck_assert_uint_eq(c.now->version, 2); /* one counter for all slots */
+    ck_assert(c.has_previous && c.previous_adapter[0] == '\0' && c.previous_version == 0);
+    ck_assert_uint_eq(c.generation, 2);
+    ck_assert_int_eq(serving_slot_swap(s, "team", mk("c"), 5000, &c, &e), 0);
+    ck_assert_uint_eq(c.now->version, 3);
+    ck_assert_int_eq(c.variant, SERVING_CANARY);
+    v = serving_current(s);
+    ck_assert_uint_eq(v->nslots, 3);
+    ck_assert_str_eq(v->slots[0].name, "default"); /* sorted by name */
+    ck_assert_str_eq(v->slots[1].name, "team");
+    ck_assert_str_eq(v->slots[2].name, "team-a");
+    ck_assert_uint_eq(v->generation, 3);
+    ck_assert_str_eq(v->stable->name, "a"); /* top level: default */
+    ck_assert_ptr_null(v->canary);
+    ck_assert_str_eq(serving_view_slot(v, "team-a", 6)->stable->name, "b");
+    ck_assert_ptr_null(serving_view_slot(v, "team", 4)->stable);
+    ck_assert_str_eq(serving_view_slot(v, "team", 4)->canary->name, "c");
+    ck_assert_int_eq(serving_view_slot(v, "team", 4)->canary_bp, 5000);
+    ck_assert_str_eq(serving_view_slot(v, "team-a-long", 6)->name, "team-a"); /* by length */
+    ck_assert_ptr_null(serving_view_slot(v, "tea", 3));
+    ck_assert_ptr_null(serving_view_slot(v, "team-b", 6));
+    ck_assert_uint_eq(serving_slot_history_len(slot_of(s, "team-a")), 1);
+    ck_assert_ptr_null(serving_slot_history_at(slot_of(s, "team-a"), 0));
+    ck_hist(s, "0"); /* default's own history */
+
+    /* each slot has its own canary rule and rollback */
+    ck_assert_int_eq(serving_slot_swap(s, "team", mk("d"), -1, &c, &e), LORAD_E_CANARY_ACTIVE);
+    ck_assert_int_eq(serving_slot_swap(s, "team-a", mk("d"), -1, &c, &e), 0); /* v4 */
+    ck_assert_int_eq(serving_slot_rollback(s, "team-a", NULL, &c, &e), 0);
+    ck_assert_str_eq(c.now->name, "b");
+    ck_assert_uint_eq(c.now->version, 2);
+    ck_assert_int_eq(serving_slot_promote(s, "team", &c, &e), 0);
+    ck_assert_str_eq(c.now->name, "c");
+    ck_assert_int_eq(serving_slot_set_canary(s, "team", 10, &c, &e), LORAD_E_NO_CANARY);
+    ck_assert_str_eq(serving_current(s)->stable->name, "a");
+
+    /* unknown slots, bad names, the default slot */
+    g = serving_current(s)->generation;
+    ck_assert_int_eq(serving_slot_rollback(s, "nope", NULL, &c, &e), LORAD_E_SLOT_NOT_FOUND);
+    ck_assert(strstr(e.msg, "nope"));
+    ck_assert_int_eq(serving_slot_set_canary(s, "nope", 10, &c, &e), LORAD_E_SLOT_NOT_FOUND);
+    ck_assert_int_eq(serving_slot_promote(s, "nope", &c, &e), LORAD_E_SLOT_NOT_FOUND);
+    ck_assert_int_eq(serving_slot_unload(s, "nope", &c, &e), LORAD_E_SLOT_NOT_FOUND);
+    ck_assert_int_eq(serving_slot_unload(s, "default", &c, &e), LORAD_E_DEFAULT_SLOT);
+    ck_assert_int_eq(serving_slot_unload(s, NULL, &c, &e), LORAD_E_DEFAULT_SLOT);
+    ck_assert_int_eq(serving_slot_swap(s, "bad name", mk("x"), -1, &c, &e),
+                     LORAD_E_INVALID_REQUEST);
+    ck_assert_int_eq(serving_slot_swap(s, ".dot", mk("x"), -1, &c, &e), LORAD_E_INVALID_REQUEST);
+    ck_assert_uint_eq(serving_current(s)->generation, g);
+    ck_assert_uint_eq(serving_slot_count(s), 3);
+
+    /* max_slots counts default */
+    serving_set_limits(s, 3, 0);
+    ck_assert_int_eq(serving_slot_swap(s, "team-c", mk("x"), -1, &c, &e), LORAD_E_TOO_MANY_SLOTS);
+    ck_assert(strstr(e.msg, "max_slots"));
+    ck_assert_int_eq(serving_slot_swap(s, "team", mk("x"), -1, &c, &e), 0); /* existing: fine */
+
+    /* unload: gone from the next view; a new swap starts it afresh */
+    ck_assert_int_eq(serving_slot_unload(s, "team-a", &c, &e), 0);
+    ck_assert_str_eq(c.previous_adapter, "b");
+    ck_assert_uint_eq(c.previous_version, 2);
+    ck_assert_uint_eq(c.generation, g + 2);
+    v = serving_current(s);
+    ck_assert_uint_eq(v->nslots, 2);
+    ck_assert_ptr_null(serving_view_slot(v, "team-a", 6));
+    ck_assert_ptr_null(serving_slot_get(s, "team-a"));
+    ck_assert_int_eq(serving_slot_swap(s, "team-a", mk("b"), -1, &c, &e), 0);
+    ck_assert_uint_gt(c.now->version, 4); /* versions are never reissued */
+    ck_assert_uint_eq(serving_slot_history_len(slot_of(s, "team-a")), 1);
+    ck_assert_str_eq(serving_current(s)->stable->name, "a");
+    serving_free(&s);
+}
+END_TEST
+
+static struct snapshot *mk_bytes(const char *name, size_t bytes)
+{
+    struct snapshot *sn = mk(name);
+    sn->bytes = bytes;
+    return sn;
+}
+
+START_TEST(test_memory_bound)
+{
+    struct serving *s = serving_new(4);
+    struct serving_commit c;
+    struct lorad_error e = {0};
+    uint64_t g;
+
+    serving_set_limits(s, 16, 100);
+    ck_assert_uint_eq(serving_memory_limit(s), 100);
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("a", 30), -1, &c, &e), 0);
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("b", 30), -1, &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 60); /* a in default's history */
+    ck_assert_int_eq(serving_slot_swap(s, "x", mk_bytes("c", 30), -1, &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    /* 120 > 100: the oldest history entry of any slot (a) goes */
+    ck_assert_int_eq(serving_slot_swap(s, "y", mk_bytes("d", 30), -1, &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_hist(s, "0"); /* a dropped, the base model (no bytes) kept */
+    /* x's old stable c goes to history, then out again: 90 */
+    ck_assert_int_eq(serving_slot_swap(s, "x", mk_bytes("e", 30), -1, &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_assert_uint_eq(serving_slot_history_len(slot_of(s, "x")), 1); /* only the base model */
+    /* stables and canaries alone would pass it: memory_limit, nothing changes */
+    g = serving_current(s)->generation;
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("f", 30), 1000, &c, &e),
+                     LORAD_E_MEMORY_LIMIT);
+    ck_assert(strstr(e.msg, "max_adapter_memory_mb"));
+    ck_assert_int_eq(serving_slot_swap(s, "z", mk_bytes("f", 11), -1, &c, &e),
+                     LORAD_E_MEMORY_LIMIT);
+    ck_assert_uint_eq(serving_current(s)->generation, g);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_assert_ptr_null(serving_slot_get(s, "z"));
+    /* a swap replacing a stable of the same size fits (the old one can go) */
+    ck_assert_int_eq(serving_slot_swap(s, "y", mk_bytes("g", 30), -1, &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    /* unload and rollback give bytes back */
+    ck_assert_int_eq(serving_slot_unload(s, "y", &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 60);
+    ck_assert_int_eq(serving_slot_rollback(s, "x", NULL, &c, &e), 0); /* to the base model */
+    ck_assert_uint_eq(serving_resident_bytes(s), 30);
+    /* no bound: history keeps everything */
+    serving_set_limits(s, 16, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("h", 1000), -1, &c, &e), 0);
+    ck_assert_uint_eq(serving_resident_bytes(s), 3030);
+    serving_free(&s);
+}
+END_TEST
+
+/* Readers over every slot while the writer creates, changes and unloads
+ * slots (ASan: a freed snapshot or slot read is a use-after-free). */
+static void *slot_reader_main(void *arg)
+{
+    struct conc *cc = arg;
+    static const char *const names[] = {"s0", "s1", "s2", "s3", "s4", "s5", "none"};
+    long n = 0;
+    serving_reader_register();
+    serving_reader_online();
+    while (!atomic_load(&cc->stop)) {
+        for (int b = 0; b < 16; b++) {
+            const struct serving_view *v = serving_read(cc->s);
+            for (size_t i = 0; i < v->nslots; i++) {
+                const struct serving_slot_view *sv = &v->slots[i];
+                check_snap(cc, sv->stable);
+                check_snap(cc, sv->canary);
+                if (i > 0 && strcmp(v->slots[i - 1].name, sv->name) >= 0)
+                    reader_fail(cc, "slots out of order: %s, %s", v->slots[i - 1].name, sv->name);
+                (void)serving_route_slot(sv, NULL, 0);
+            }
+            const char *nm = names[n % 7];
+            const struct serving_slot_view *sv = serving_view_slot(v, nm, strlen(nm));
+            if (sv && strcmp(sv->name, nm) != 0)
+                reader_fail(cc, "lookup %s found %s", nm, sv->name);
+            if (!v->dflt || strcmp(v->dflt->name, "default") != 0)
+                reader_fail(cc, "no default slot");
+            n++;
+        }
+        atomic_fetch_add(&cc->reads, 16);
+        serving_reader_quiescent();
+    }
+    serving_reader_offline();
+    serving_reader_unregister();
+    return NULL;
+}
+
+START_TEST(test_slots_concurrent)
+{
+    enum { NREADERS = 3, NOPS = 20000 };
+    struct conc cc = {.s = serving_new(2)};
+    pthread_t th[NREADERS];
+    uint64_t rng = 777;
+    long ok = 0;
+
+    serving_set_limits(cc.s, 6, 0);
+    atomic_init(&cc.stop, 0);
+    atomic_init(&cc.reads, 0);
+    atomic_init(&cc.bad, 0);
+    for (int i = 0; i < NREADERS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, slot_reader_main, &cc), 0);
+    for (int op = 0; op < NOPS; op++) {
+        struct serving_commit c;
+        struct lorad_error e = {0};
+        char slot[8];
+        int r = (int)(tu_rand(&rng) % 6), rc;
+        snprintf(slot, sizeof(slot), "s%d", (int)(tu_rand(&rng) % 6));
+        bool held = op % 2 == 1; /* as durable-before-visible commits run */
+        if (held)
+            serving_hold(cc.s);
+        switch (r) {
+        case 0:
+        case 1:
+            rc = serving_slot_swap(cc.s, slot, mk_mark("ad", serving_next_version(cc.s)),
+                                   r == 1 ? 3000 : -1, &c, &e);
+            break;
+        case 2:
+            rc = serving_slot_rollback(cc.s, slot, NULL, &c, &e);
+            break;
+        case 3:
+            rc = serving_slot_promote(cc.s, slot, &c, &e);
+            break;
+        case 4:
+            rc = serving_slot_unload(cc.s, slot, &c, &e);
+            break;
+        default:
+            rc =
+                serving_slot_swap(cc.s, NULL, mk_mark("d", serving_next_version(cc.s)), -1, &c, &e);
+            break;
+        }
+        ck_assert_msg(rc == 0 || rc == LORAD_E_CANARY_ACTIVE || rc == LORAD_E_NO_CANARY ||
+                          rc == LORAD_E_NO_HISTORY || rc == LORAD_E_SLOT_NOT_FOUND ||
+                          rc == LORAD_E_TOO_MANY_SLOTS,
+                      "op %d: %s: %s", r, lorad_err_name(rc), e.msg);
+        if (held && rc == 0 && op % 8 == 7) { /* published, then undone */
+            serving_pending_publish(cc.s);
+            serving_pending_undo(cc.s);
+            rc = 1;
+        } else if (held && rc == 0) {
+            serving_pending_publish(cc.s);
+            serving_pending_finish(cc.s);
+        } else if (held) {
+            serving_pending_abort(cc.s);
+        }
+        ok += rc == 0;
+        if (op % 64 == 0)
+            sched_yield();
+    }
+    atomic_store(&cc.stop, 1);
+    for (int i = 0; i < NREADERS; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    ck_assert_msg(!atomic_load(&cc.bad), "reader: %s", cc.why);
+    ck_assert_uint_eq(serving_current(cc.s)->generation, (uint64_t)ok);
+    fprintf(stderr, "slots concurrency: %ld commits, %ld reads\n", ok, atomic_load(&cc.reads));
+    serving_barrier(cc.s);
+    serving_free(&cc.s);
+}
+END_TEST
+
+/* ---- two-phase commits in slots (durable before visible) ---- */
+
+START_TEST(test_held_slots)
+{
+    struct serving *s = serving_new(4);
+    struct serving_commit c;
+    struct lorad_error e = {0};
+    const struct serving_slot *const *ps;
+    uint64_t g, nv;
+
+    serving_set_limits(s, 8, 100);
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("a", 30), -1, &c, &e), 0);
+    ck_assert_int_eq(serving_slot_swap(s, NULL, mk_bytes("b", 30), -1, &c, &e), 0);
+    ck_assert_int_eq(serving_slot_swap(s, "x", mk_bytes("c", 30), -1, &c, &e), 0); /* 90 */
+
+    /* a held swap creating slot y (and dropping a from default's history):
+     * invisible until published; abort puts everything back */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_swap(s, "y", mk_bytes("d", 30), -1, &c, &e), 0);
+    ck_assert(serving_pending(s));
+    ck_assert_uint_eq(c.now->version, 4);
+    ck_assert_uint_eq(serving_slot_count(s), 2);
+    ck_assert_ptr_null(serving_slot_get(s, "y"));
+    ck_assert_uint_eq(serving_current(s)->nslots, 2);
+    ck_hist(s, "1 0");
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_assert_uint_eq(serving_next_version(s), 4);
+    ck_assert_uint_eq(serving_persisted_slots(s, &ps), 3); /* the state file's view */
+    ck_assert_str_eq(serving_slot_name(ps[2]), "y");
+    serving_persisted_counters(s, &g, &nv);
+    ck_assert_uint_eq(nv, 5);
+    ck_assert_int_eq(serving_slot_unload(s, "x", &c, &e), LORAD_E_SWAP_IN_PROGRESS);
+    serving_pending_abort(s);
+    ck_assert(!serving_pending(s));
+    ck_assert_uint_eq(serving_slot_count(s), 2);
+    ck_assert_uint_eq(serving_persisted_slots(s, &ps), 2);
+    ck_hist(s, "1 0"); /* a is back */
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+    ck_assert_uint_eq(serving_next_version(s), 4);
+
+    /* the same, published and undone: y goes again after a grace period */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_swap(s, "y", mk_bytes("d", 30), -1, &c, &e), 0);
+    serving_pending_publish(s);
+    ck_assert_uint_eq(serving_current(s)->nslots, 3);
+    ck_assert_uint_eq(serving_slot_count(s), 3);
+    ck_hist(s, "0");
+    serving_pending_undo(s);
+    ck_assert_uint_eq(serving_current(s)->nslots, 2);
+    ck_assert_ptr_null(serving_view_slot(serving_current(s), "y", 1));
+    ck_hist(s, "1 0");
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+
+    /* a held unload, published and undone: x serves again as it was */
+    g = serving_current(s)->generation;
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_unload(s, "x", &c, &e), 0);
+    ck_assert_ptr_nonnull(serving_slot_get(s, "x"));
+    serving_pending_publish(s);
+    ck_assert_ptr_null(serving_slot_get(s, "x"));
+    ck_assert_uint_eq(serving_resident_bytes(s), 60);
+    serving_pending_undo(s);
+    ck_assert_str_eq(serving_slot_stable(serving_slot_get(s, "x"))->name, "c");
+    ck_assert_uint_eq(serving_slot_history_len(serving_slot_get(s, "x")), 1);
+    ck_assert_uint_eq(serving_current(s)->generation, g);
+    ck_assert_uint_eq(serving_resident_bytes(s), 90);
+
+    /* a held unload that stands */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_unload(s, "x", &c, &e), 0);
+    serving_pending_publish(s);
+    serving_pending_finish(s);
+    ck_assert_ptr_null(serving_slot_get(s, "x"));
+    ck_assert_uint_eq(serving_resident_bytes(s), 60);
+    /* a held change that fails is no change, and the hold is cleared */
+    serving_hold(s);
+    ck_assert_int_eq(serving_slot_promote(s, "nope", &c, &e), LORAD_E_SLOT_NOT_FOUND);
+    serving_pending_abort(s);
+    ck_assert_int_eq(serving_slot_swap(s, "z", mk_bytes("e", 10), -1, &c, &e), 0);
+    ck_assert_uint_eq(c.now->version, 5); /* 4 was seen (published, undone): not again */
+    ck_assert(!serving_pending(s));
+    serving_barrier(s);
+    serving_free(&s);
+}
+END_TEST
+
 /* Threads of this process named `name` (other than the caller's own). */
 static int threads_named(const char *name, bool *self_named)
 {
@@ -840,6 +1191,9 @@ static Suite *serving_suite(void)
     tcase_add_test(tc, test_restore);
     tcase_add_test(tc, test_held_swap_abort);
     tcase_add_test(tc, test_held_publish_undo_finish);
+    tcase_add_test(tc, test_slots_create_and_unload);
+    tcase_add_test(tc, test_memory_bound);
+    tcase_add_test(tc, test_held_slots);
     tcase_add_test(tc, test_name_reclaimer);
     suite_add_tcase(s, tc);
 
@@ -850,6 +1204,7 @@ static Suite *serving_suite(void)
     suite_add_tcase(s, tr);
 
     tcase_add_test(tt, test_concurrent_readers);
+    tcase_add_test(tt, test_slots_concurrent);
     tcase_set_timeout(tt, 300);
     suite_add_tcase(s, tt);
     return s;

@@ -1022,6 +1022,196 @@ START_TEST(test_profile_restored)
 }
 END_TEST
 
+/* ---- slots ---- */
+
+static uint64_t swap_in(struct serving *s, const char *slot, const char *name, int bp)
+{
+    struct serving_commit c;
+    struct lorad_error err = {0, ""};
+    int rc = serving_slot_swap(s, slot, stage(name), bp, &c, &err);
+    ck_assert_msg(rc == 0, "swap %s into %s: %s", name, slot, err.msg);
+    return c.now->version;
+}
+
+static char failed_slots[256];
+static void note_failed(void *arg, const char *slot, const struct lorad_error *why)
+{
+    (void)arg;
+    ck_assert(why->msg[0]);
+    strcat(failed_slots, slot);
+    strcat(failed_slots, " ");
+}
+
+/* Runs the tasks in reverse order: restoring must not depend on order. */
+static void run_reversed(void *arg, size_t n, void (*task)(void *, size_t), void *targ)
+{
+    (void)arg;
+    for (size_t i = n; i-- > 0;)
+        task(targ, i);
+}
+
+/* Two slots besides default: x (stable a2, history a1 + base) and y
+ * (canary a3 over the base model). */
+static void slots_state(struct serving *s)
+{
+    swap(s, "a1", -1);           /* v1 default */
+    swap_in(s, "x", "a1", -1);   /* v2 */
+    swap_in(s, "x", "a2", -1);   /* v3 */
+    swap_in(s, "y", "a3", 2500); /* v4 */
+}
+
+START_TEST(test_slots_roundtrip)
+{
+    struct serving *s = serving_new(4), *s2 = serving_new(4);
+    struct lorad_error err = {0, ""};
+    struct statefile_restore_opts o = {run_reversed, note_failed, NULL, false};
+    cJSON *j;
+    char *text;
+
+    slots_state(s);
+    text = save(s);
+    j = cJSON_Parse(text);
+    ck_assert(cJSON_IsObject(cJSON_GetObjectItem(j, "slots")));
+    ck_assert_ptr_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "slots"), "default"));
+    ck_assert_str_eq(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "slots"), "x"), "stable")
+            ->child->valuestring,
+        "a2");
+    cJSON_Delete(j);
+    free(text);
+    failed_slots[0] = '\0';
+    ck_assert_int_eq(statefile_restore_slots(F.state, F.adirfd, F.m, s2, NULL, &o, &err),
+                     STATEFILE_RESTORED);
+    ck_assert(o.default_restored);
+    ck_assert_str_eq(failed_slots, "");
+    ck_assert_uint_eq(serving_slot_count(s2), 3);
+    for (size_t i = 0; i < 3; i++) {
+        const struct serving_slot *a = serving_slot_at(s, i), *b = serving_slot_at(s2, i);
+        int bpa, bpb;
+        ck_assert_str_eq(serving_slot_name(a), serving_slot_name(b));
+        same_snapshot(serving_slot_stable(a), serving_slot_stable(b));
+        same_snapshot(serving_slot_canary(a, &bpa), serving_slot_canary(b, &bpb));
+        ck_assert_int_eq(bpa, bpb);
+        ck_assert_uint_eq(serving_slot_history_len(a), serving_slot_history_len(b));
+        for (size_t k = 0; k < serving_slot_history_len(a); k++)
+            same_snapshot(serving_slot_history_at(a, k), serving_slot_history_at(b, k));
+        if (i > 0) /* each slot its own profile (default's goes to the caller) */
+            ck_assert_ptr_nonnull(serving_slot_profile(b));
+    }
+    ck_assert_uint_eq(serving_current(s2)->generation, serving_current(s)->generation);
+    ck_assert_uint_ge(serving_next_version(s2), 5);
+    ck_assert_uint_eq(serving_current(s2)->nslots, 3); /* published */
+    done(&s2);
+    done(&s);
+}
+END_TEST
+
+/* A file written before slots (no "slots" member) restores as default. */
+START_TEST(test_slots_old_format)
+{
+    struct serving *s = serving_new(4), *s2;
+    struct lorad_error err = {0, ""};
+    char *text, *out;
+    cJSON *j;
+
+    swap(s, "a1", -1);
+    swap(s, "a2", -1);
+    text = save(s);
+    j = cJSON_Parse(text);
+    cJSON_DeleteItemFromObject(j, "slots");
+    out = cJSON_Print(j);
+    write_text_file(out, strlen(out));
+    ck_assert_int_eq(restore(&s2, NULL, &err), STATEFILE_RESTORED);
+    ck_assert_str_eq(serving_current(s2)->stable->name, "a2");
+    ck_assert_uint_eq(serving_history_len(s2), 2);
+    ck_assert_uint_eq(serving_slot_count(s2), 1);
+    cJSON_free(out);
+    cJSON_Delete(j);
+    free(text);
+    done(&s2);
+    done(&s);
+}
+END_TEST
+
+/* A slot whose files changed comes back on the base model with the
+ * history entries that still match; default and the others restore; the
+ * result is "failed" and the slot is reported. */
+START_TEST(test_slots_one_changed)
+{
+    struct serving *s = serving_new(4), *s2 = serving_new(4);
+    struct lorad_error err = {0, ""};
+    struct statefile_restore_opts o = {NULL, note_failed, NULL, false};
+    const struct serving_slot *x, *y;
+
+    slots_state(s);
+    free(save(s));
+    write_adapter("a2"); /* x's stable changed on disk */
+    failed_slots[0] = '\0';
+    ck_assert_int_eq(statefile_restore_slots(F.state, F.adirfd, F.m, s2, NULL, &o, &err),
+                     STATEFILE_FAILED);
+    ck_assert(o.default_restored);
+    ck_assert_str_eq(failed_slots, "x ");
+    ck_assert_msg(strstr(err.msg, "a2") && strstr(err.msg, "sha256"), "%s", err.msg);
+    ck_assert_str_eq(serving_current(s2)->stable->name, "a1"); /* default as recorded */
+    x = serving_slot_get(s2, "x");
+    ck_assert_ptr_nonnull(x);
+    ck_assert_ptr_null(serving_slot_stable(x));        /* base model only */
+    ck_assert_uint_eq(serving_slot_history_len(x), 1); /* a1 kept; the base model not twice */
+    ck_assert_str_eq(serving_slot_history_at(x, 0)->name, "a1");
+    ck_assert_uint_eq(serving_slot_history_at(x, 0)->version, 2);
+    y = serving_slot_get(s2, "y");
+    ck_assert_str_eq(serving_slot_canary(y, NULL)->name, "a3");
+    ck_assert_uint_ge(serving_next_version(s2), 5);
+    done(&s2);
+
+    /* default's own files changed: default falls back (nothing of it), the
+     * other slots restore */
+    write_adapter("a1");
+    s2 = serving_new(4);
+    failed_slots[0] = '\0';
+    ck_assert_int_eq(statefile_restore_slots(F.state, F.adirfd, F.m, s2, NULL, &o, &err),
+                     STATEFILE_FAILED);
+    ck_assert(!o.default_restored);
+    ck_assert_ptr_null(serving_current(s2)->stable);
+    ck_assert_uint_eq(serving_history_len(s2), 0);
+    ck_assert_str_eq(serving_slot_canary(serving_slot_get(s2, "y"), NULL)->name, "a3");
+    ck_assert_uint_ge(serving_next_version(s2), 5);
+    ck_assert_uint_eq(serving_current(s2)->generation, serving_current(s)->generation);
+    done(&s2);
+    done(&s);
+}
+END_TEST
+
+/* "slots" that break the format fail the whole restore (floor kept). */
+START_TEST(test_slots_bad)
+{
+    static const char *const bad[] = {
+        "\"slots\": []",
+        "\"slots\": {\"default\": {\"stable\": {\"adapter\": null, \"version\": 0, \"sha256\": "
+        "null}, \"canary\": null, \"history\": []}}",
+        "\"slots\": {\"bad name\": {\"stable\": {\"adapter\": null, \"version\": 0, \"sha256\": "
+        "null}, \"canary\": null, \"history\": []}}",
+        "\"slots\": {\"x\": 1}",
+        "\"slots\": {\"x\": {\"canary\": null, \"history\": []}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[1024];
+        struct serving *s2;
+        struct lorad_error err;
+        snprintf(text, sizeof(text),
+                 "{\"format\": \"lorad-state\", \"format_version\": 1, \"generation\": 2, "
+                 "\"next_version\": 7, \"stable\": {\"adapter\": null, \"version\": 0, "
+                 "\"sha256\": null}, \"canary\": null, \"history\": [], \"profile\": null, %s}",
+                 bad[i]);
+        write_text_file(text, strlen(text));
+        ck_assert_msg(restore(&s2, NULL, &err) == STATEFILE_FAILED, "accepted: %s", bad[i]);
+        ck_assert_uint_ge(serving_next_version(s2), 7);
+        ck_assert_uint_eq(serving_slot_count(s2), 1);
+        done(&s2);
+    }
+}
+END_TEST
+
 static Suite *statefile_suite(void)
 {
     Suite *su = suite_create("statefile");
@@ -1045,6 +1235,10 @@ static Suite *statefile_suite(void)
     tcase_add_test(tc, test_write_missing_dir);
     tcase_add_test(tc, test_restore_without_profile_slot);
     tcase_add_test(tc, test_profile_restored);
+    tcase_add_test(tc, test_slots_roundtrip);
+    tcase_add_test(tc, test_slots_old_format);
+    tcase_add_test(tc, test_slots_one_changed);
+    tcase_add_test(tc, test_slots_bad);
     suite_add_tcase(su, tc);
     return su;
 }

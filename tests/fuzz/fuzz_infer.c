@@ -58,7 +58,8 @@ static void check_json_answer(const struct inferbody_req *q, const char *body, s
 
 static void check_answers(const struct inferbody_req *q)
 {
-    struct inferbody_answer a = {q->x, q->rows, WIDTH, q->multi_rows, NULL, 0, SERVING_STABLE};
+    struct inferbody_answer a = {q->x, q->rows, WIDTH,          q->multi_rows,
+                                 NULL, 0,       SERVING_STABLE, NULL};
     char *body = NULL;
     size_t len = 0;
     int nf = -1;
