@@ -54,7 +54,7 @@
 
 /* What the dashboard must show (a metric name or a prefix of samples). */
 static const char *const gr_required[] = {
-    "lorad_requests_total",      "lorad_request_duration_seconds_bucket",
+    "lorad_requests_total",      "lorad_slot_request_duration_seconds_bucket",
     "lorad_batch_rows",          "lorad_queue_depth",
     "lorad_inflight_requests",   "lorad_swaps_total",
     "lorad_rollbacks_total",     "lorad_swap_stage_seconds",
