@@ -589,14 +589,30 @@ struct plain_commit {
     int bp; /* /canary */
 };
 
-static struct plain_commit *plain_new(struct http_request *r)
+/* A commit of request r for slot `slot` (NULL: answered 500 out of memory). */
+static struct plain_commit *plain_new(struct http_request *r, const char *slot)
 {
     struct plain_commit *p = calloc(1, sizeof(*p));
-    if (p)
+    if (p) {
         p->r = r;
-    else
+        snprintf(p->slot, sizeof(p->slot), "%s", slot);
+    } else {
         http_respond_error(r, LORAD_E_INTERNAL, "out of memory");
+    }
     return p;
+}
+
+/* A body whose only member is the optional "slot" (/promote, /unload):
+ * the slot into slot[SERVING_SLOT_NAME_MAX + 1]. */
+static int slot_only_body(struct http_request *r, char *slot, struct lorad_error *err)
+{
+    static const char *const keys[] = {"slot", NULL};
+    cJSON *body = NULL;
+    int rc = parse_body(r, keys, true, &body, err);
+    if (rc == 0)
+        rc = body_slot(body, slot, SERVING_SLOT_NAME_MAX + 1, err);
+    cJSON_Delete(body);
+    return rc;
 }
 
 static int rollback_change(struct lorad_server *srv, void *arg, struct serving_commit *c,
@@ -653,12 +669,11 @@ void control_rollback(struct http_request *r)
         version = (uint64_t)d;
     }
     cJSON_Delete(body);
-    struct plain_commit *p = plain_new(r);
+    struct plain_commit *p = plain_new(r, slot);
     if (!p)
         return;
     p->has_version = v != NULL;
     p->version = version;
-    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"rollback", p, rollback_change, rollback_done};
     statewrite_commit(srv, &cm);
     return;
@@ -716,11 +731,10 @@ void control_canary(struct http_request *r)
     if (parse_percent(pc, "percent", &bp, &err) < 0)
         goto fail;
     cJSON_Delete(body);
-    struct plain_commit *p = plain_new(r);
+    struct plain_commit *p = plain_new(r, slot);
     if (!p)
         return;
     p->bp = bp;
-    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"canary change", p, canary_change, canary_done};
     statewrite_commit(srv, &cm);
     return;
@@ -757,22 +771,16 @@ static void promote_done(struct lorad_server *srv, void *arg, int rc,
 
 void control_promote(struct http_request *r)
 {
-    static const char *const keys[] = {"slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    cJSON *body = NULL;
     char slot[SERVING_SLOT_NAME_MAX + 1];
-    if (parse_body(r, keys, true, &body, &err) < 0 ||
-        body_slot(body, slot, sizeof(slot), &err) < 0) {
-        cJSON_Delete(body);
+    if (slot_only_body(r, slot, &err) < 0) {
         http_respond_error(r, err.code, "%s", err.msg);
         return;
     }
-    cJSON_Delete(body);
-    struct plain_commit *p = plain_new(r);
+    struct plain_commit *p = plain_new(r, slot);
     if (!p)
         return;
-    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"promote", p, promote_change, promote_done};
     statewrite_commit(srv, &cm);
 }
@@ -832,23 +840,17 @@ static void unload_done(struct lorad_server *srv, void *arg, int rc, const struc
 
 void control_unload(struct http_request *r)
 {
-    static const char *const keys[] = {"slot", NULL};
     struct lorad_server *srv = r->srv;
     struct lorad_error err = {0};
-    cJSON *body = NULL;
     char slot[SERVING_SLOT_NAME_MAX + 1];
-    if (parse_body(r, keys, true, &body, &err) < 0 ||
-        body_slot(body, slot, sizeof(slot), &err) < 0) {
-        cJSON_Delete(body);
+    if (slot_only_body(r, slot, &err) < 0) {
         LOG_I("event=unload_refused code=%s", lorad_err_name(err.code));
         http_respond_error(r, err.code, "%s", err.msg);
         return;
     }
-    cJSON_Delete(body);
-    struct plain_commit *p = plain_new(r);
+    struct plain_commit *p = plain_new(r, slot);
     if (!p)
         return;
-    snprintf(p->slot, sizeof(p->slot), "%s", slot);
     struct statewrite_commit cm = {"unload", p, unload_change, unload_done};
     statewrite_commit(srv, &cm);
 }
