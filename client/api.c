@@ -179,6 +179,24 @@ const char *api_client_where(const struct api_client *c)
 
 /* ---- one request ---- */
 
+int api_buf_append(char **data, size_t *len, size_t *cap, const char *src, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = *cap ? *cap : 4096;
+        while (ncap < *len + n + 1)
+            ncap *= 2;
+        char *p = realloc(*data, ncap);
+        if (!p)
+            return -1;
+        *data = p;
+        *cap = ncap;
+    }
+    memcpy(*data + *len, src, n);
+    *len += n;
+    (*data)[*len] = '\0';
+    return 0;
+}
+
 static size_t api_write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct api_buf *b = ud;
@@ -187,19 +205,8 @@ static size_t api_write_cb(char *data, size_t size, size_t nmemb, void *ud)
         b->too_large = true;
         return 0; /* libcurl aborts the transfer */
     }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->data, cap);
-        if (!p)
-            return 0;
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-    b->data[b->len] = '\0';
+    if (api_buf_append(&b->data, &b->len, &b->cap, data, n) < 0)
+        return 0;
     return n;
 }
 

@@ -140,4 +140,11 @@ int api_address_parse(const char *key, const char *addr, char **url, char **sock
  * LORAD_E_INVALID_CONFIG with the reason. */
 int api_token_read(const char *path, char **token, struct lorad_error *err);
 
+/* Appends src[0..n) to the NUL-terminated buffer *data (*len bytes used,
+ * *cap allocated; all zero for an empty one), doubling it from 4 KiB as
+ * needed: the body readers of libcurl's write callbacks (api.c, etcd.c).
+ * 0, or -1 on out of memory with the buffer unchanged. The caller bounds
+ * the total and frees *data. */
+int api_buf_append(char **data, size_t *len, size_t *cap, const char *src, size_t n);
+
 #endif

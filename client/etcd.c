@@ -10,6 +10,8 @@
  */
 #include "etcd.h"
 
+#include "api.h"
+
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
@@ -314,19 +316,8 @@ static size_t etcd_write_cb(char *data, size_t size, size_t nmemb, void *ud)
         b->too_large = true;
         return 0;
     }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->data, cap);
-        if (!p)
-            return 0;
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-    b->data[b->len] = '\0';
+    if (api_buf_append(&b->data, &b->len, &b->cap, data, n) < 0)
+        return 0;
     if (b->watch) {
         watch_consume(b);
         if (b->event)
