@@ -21,6 +21,22 @@
  * joined the last (the barrier), so no helper misses one. Giving up the
  * lead bumps wake too, so helpers re-check the queue.
  *
+ * Batch window: with requests in flight from clients that wait for their
+ * answers, the rows of the batch just answered come back a moment later.
+ * Starting the next batch on the first of them would split those clients
+ * into two half batches that alternate, and a forward's cost hardly grows
+ * with its rows (OpenBLAS packs the whole weight per call: on W1 a 16-row
+ * forward takes 1.5x the time of a 2-row one), so half batches halve the
+ * throughput. So when a batch ends its leader records the rows it expects
+ * next: the rows it ran plus those still queued (capped at
+ * max_batch_rows). A free worker takes the queue at once when it holds
+ * that many rows; otherwise it waits for them on the condvar, at most a
+ * quarter of the last batch's run time from when it became free (or from
+ * the first queued item, if later), then takes what is there. One client
+ * never waits (it expects one row and has it); a client that left costs
+ * at most that quarter once, and the expectation follows what arrives.
+ * Draining never waits.
+ *
  * Drain: until the drain deadline the pool runs as usual, so every queued
  * item is run. At the deadline the loop thread calls
  * workers_refuse_queued(): it marks the pool stopping (no batch starts any
@@ -39,6 +55,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <cblas.h>
 
@@ -67,7 +84,13 @@ struct workers {
     pthread_cond_t cv;
     struct workers_item *head, *tail;
     _Atomic size_t qlen;
+    int qrows; /* the queued items' rows (under mu) */
     bool stopping;
+    /* batch window (under mu): see the top */
+    int expect_rows;           /* rows the next batch waits for */
+    uint64_t window_ns;        /* the longest wait: a quarter of the last run */
+    uint64_t free_ns;          /* when the last batch ended */
+    uint64_t first_ns;         /* when the queue last became non-empty */
     struct worker *w;          /* [cfg.threads] */
     _Atomic uint64_t progress; /* batches run */
     /* team (threads > 1) */
@@ -139,9 +162,42 @@ static size_t take_items(struct workers *ws, struct workers_item **out)
         it->next = NULL;
         out[n++] = it;
         rows += it->rows;
+        ws->qrows -= it->rows;
         atomic_fetch_sub(&ws->qlen, 1);
     }
     return n;
+}
+
+/* How long a free worker waits for the rows it expects before it takes
+ * the queue (see the top); 0: take it now. Called with ws->mu held and the
+ * queue non-empty. */
+static uint64_t window_left_ns(const struct workers *ws)
+{
+    uint64_t start, now;
+    if (ws->stopping || ws->qrows >= ws->expect_rows || ws->window_ns == 0)
+        return 0;
+    start = ws->first_ns > ws->free_ns ? ws->first_ns : ws->free_ns;
+    now = clock_now_ns();
+    return now - start >= ws->window_ns ? 0 : start + ws->window_ns - now;
+}
+
+/* The batch of `rows` rows that ran for run_ns ended (ws->mu held). */
+static void window_note_end(struct workers *ws, int rows, uint64_t run_ns)
+{
+    int expect = rows + ws->qrows;
+    ws->expect_rows = expect < ws->cfg.max_batch_rows ? expect : ws->cfg.max_batch_rows;
+    ws->window_ns = run_ns / 4;
+    ws->free_ns = clock_now_ns();
+}
+
+static void cond_wait_ns(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ns += (uint64_t)ts.tv_nsec;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    pthread_cond_timedwait(cv, mu, &ts);
 }
 
 static void go_online(struct worker *w)
@@ -176,6 +232,12 @@ static enum work next_work(struct worker *w, struct workers_item **items, size_t
             return WORK_HELP;
         }
         if (ws->head && !ws->leading) {
+            uint64_t wait = window_left_ns(ws);
+            if (wait) {
+                go_offline(w);
+                cond_wait_ns(&ws->cv, &ws->mu, wait);
+                continue;
+            }
             *n = take_items(ws, items);
             w->batch_items = *n;
             if (ws->team) {
@@ -212,14 +274,17 @@ static void help(struct worker *w)
     team_barrier_wait(&ws->team_bar);
 }
 
-static void end_lead(struct workers *ws)
+/* The batch of `rows` rows ended after run_ns: the window's bookkeeping,
+ * and with a team the lead is given up. */
+static void end_lead(struct workers *ws, int rows, uint64_t run_ns)
 {
-    if (!ws->team)
-        return;
     pthread_mutex_lock(&ws->mu);
+    window_note_end(ws, rows, run_ns);
     ws->leading = false;
     ws->leader = NULL;
     pthread_mutex_unlock(&ws->mu);
+    if (!ws->team)
+        return;
     atomic_fetch_add(&ws->wake, 1);
     team_wake(&ws->wake, &ws->wake_sleepers);
 }
@@ -227,13 +292,17 @@ static void end_lead(struct workers *ws)
 static void lead(struct worker *w, struct workers_item **items, size_t n, void *ctx)
 {
     struct workers *ws = w->ws;
-    atomic_store(&w->batch_start_ns, clock_now_ns());
+    uint64_t start = clock_now_ns();
+    int rows = 0;
+    for (size_t i = 0; i < n; i++)
+        rows += items[i]->rows;
+    atomic_store(&w->batch_start_ns, start);
     atomic_store(&w->busy, true);
     ws->ops.run(items, n, ctx, ws->team ? (struct workers_team *)ws : NULL, ws->ops.arg);
     serving_reader_quiescent();
     atomic_store(&w->busy, false);
     atomic_fetch_add(&ws->progress, 1);
-    end_lead(ws);
+    end_lead(ws, rows, clock_now_ns() - start);
     for (size_t i = 0; i + 1 < n; i++)
         items[i]->next = items[i + 1];
     push_done(ws, items[0], items[n - 1]);
@@ -328,8 +397,12 @@ static struct workers *pool_new(const struct workers_config *c, const struct wor
     }
     ws->cfg = *c;
     ws->ops = *ops;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&ws->mu, NULL);
-    pthread_cond_init(&ws->cv, NULL);
+    pthread_cond_init(&ws->cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&ws->done_mu, NULL);
     for (int i = 0; i < c->threads; i++)
         if (!(ws->w[i].items = calloc((size_t)c->max_batch_rows, sizeof(struct workers_item *)))) {
@@ -385,11 +458,14 @@ int workers_submit(struct workers *ws, struct workers_item *it)
         rc = LORAD_E_OVERLOADED;
     } else {
         it->next = NULL;
-        if (ws->tail)
+        if (ws->tail) {
             ws->tail->next = it;
-        else
+        } else {
             ws->head = it;
+            ws->first_ns = clock_now_ns();
+        }
         ws->tail = it;
+        ws->qrows += it->rows;
         atomic_fetch_add(&ws->qlen, 1);
         pthread_cond_signal(&ws->cv);
     }
@@ -440,6 +516,7 @@ static struct workers_item *detach_queue(struct workers *ws, size_t *running)
     ws->stopping = true;
     q = ws->head;
     ws->head = ws->tail = NULL;
+    ws->qrows = 0;
     atomic_store(&ws->qlen, 0);
     *running = 0;
     for (i = 0; i < ws->cfg.threads; i++)
